@@ -1,0 +1,244 @@
+"""The event envelope: the one contract between satellites, Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from punk_records.errors import InvalidEnvelope
+from punk_records.redaction import redact_payload
+
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+# Deeper payloads would exhaust the stack of the JSON encoder and of redaction.
+MAX_PAYLOAD_DEPTH = 64
+CONTENT_TYPE = b"application/json"
+
+# Characters PostgreSQL text/jsonb cannot hold (NUL) or UTF-8 cannot encode (lone surrogates).
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+# In raw JSON, the only spellings that can produce what the payload walk looks for. JSON input
+# without them (and with fewer brackets than the depth limit) needs no walk.
+_RISKY_JSON = re.compile(rb"\\u0000|NaN|Infinity")
+
+
+class EventType(StrEnum):
+    """The nine event types, ``namespace.action``."""
+
+    PROPOSAL_CREATED = "proposal.created"
+    DECISION_RECORDED = "decision.recorded"
+    RISK_DETECTED = "risk.detected"
+    FINDING_LOGGED = "finding.logged"
+    TASK_CREATED = "task.created"
+    TASK_UPDATED = "task.updated"
+    MEMORY_CANDIDATE = "memory.candidate"
+    MEMORY_PROMOTED = "memory.promoted"
+    MEMORY_RETRACTED = "memory.retracted"
+
+
+class Severity(StrEnum):
+    """How much attention an event asks for."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+def _storable_text(value: str) -> str:
+    if _UNSTORABLE_CHARS.search(value):
+        raise PydanticCustomError("unstorable", "contains a NUL character or a lone surrogate")
+    return value
+
+
+Identifier = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=128),
+    AfterValidator(_storable_text),
+]
+
+
+def _payload_problem(payload: dict[str, Any]) -> PydanticCustomError | None:
+    """Why ``payload`` cannot travel as JSON into PostgreSQL, or None.
+
+    Iterative, so a hostile payload cannot exhaust the stack here either.
+    """
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_PAYLOAD_DEPTH:
+                return PydanticCustomError(
+                    "too_deep", "payload is nested more than {limit} levels deep",
+                    {"limit": MAX_PAYLOAD_DEPTH},
+                )  # fmt: skip
+            if isinstance(node, dict):
+                stack.extend((key, depth) for key in node)
+                node = node.values()
+            stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str):
+            if _UNSTORABLE_CHARS.search(node):
+                return PydanticCustomError(
+                    "unstorable", "contains a NUL character or a lone surrogate"
+                )
+        elif isinstance(node, float) and not math.isfinite(node):
+            return PydanticCustomError("finite_number", "holds NaN or Infinity, which JSON forbids")
+    return None
+
+
+class Envelope(BaseModel):
+    """One event. Unknown fields are rejected; ``ts`` is normalised to UTC.
+
+    Validate with :func:`parse_event` / :func:`parse_batch` (JSON-like input) or
+    :func:`decode` (Kafka bytes); pass ``context={"max_payload_bytes": n}`` to change the bound.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: UUID
+    schema_version: StrictInt
+    ts: datetime
+    workspace_id: Identifier
+    satellite_id: Identifier
+    trace_id: UUID
+    type: EventType
+    severity: Severity
+    confidence: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)]
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _supported_version(cls, value: int) -> int:
+        if value not in SUPPORTED_SCHEMA_VERSIONS:
+            supported = ", ".join(map(str, SUPPORTED_SCHEMA_VERSIONS))
+            raise ValueError(f"schema_version {value} is not supported; supported: {supported}")
+        return value
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _iso_string(cls, value: Any) -> Any:
+        # pydantic would also take a number as Unix time; the contract says ISO-8601 only.
+        if not isinstance(value, str | datetime):
+            raise ValueError("ts must be an ISO-8601 timestamp string")
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @field_validator("payload")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        context = info.context or {}
+        if not context.get("plain_json"):
+            problem = _payload_problem(value)
+            if problem is not None:
+                raise problem
+        limit = context.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES)
+        # The serialised input bounds the payload from above: skip the re-encoding when it fits.
+        if context.get("input_bytes", limit + 1) <= limit:
+            return value
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > limit:
+            raise ValueError(f"payload is {size} bytes serialised; the limit is {limit}")
+        return value
+
+    def redacted(self) -> Envelope:
+        """This envelope with secrets removed from ``payload`` (idempotent)."""
+        clean = redact_payload(self.payload)
+        return self if clean == self.payload else self.model_copy(update={"payload": clean})
+
+    def kafka_key(self) -> bytes:
+        """Partition key: ``workspace_id`` in UTF-8, so each workspace stays in order."""
+        return self.workspace_id.encode()
+
+    def kafka_value(self) -> bytes:
+        """Canonical compact UTF-8 JSON, fields in contract order, ``ts`` in UTC."""
+        return self.model_dump_json().encode()
+
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        """Record headers per the design: ids and type for routing without decoding."""
+        return [
+            ("event_id", str(self.event_id).encode()),
+            ("trace_id", str(self.trace_id).encode()),
+            ("type", self.type.value.encode()),
+            ("schema_version", str(self.schema_version).encode()),
+            ("content-type", CONTENT_TYPE),
+        ]
+
+
+def error_list(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[dict[str, Any]]:
+    """Turn a pydantic error into ``[{loc, msg, type}]``; the input is never echoed back."""
+    return [
+        {"loc": [*prefix, *err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def parse_event(
+    data: Any, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, input_bytes: int | None = None
+) -> Envelope:
+    """Validate one JSON-like object; raise InvalidEnvelope with every error."""
+    context = {"max_payload_bytes": max_payload_bytes}
+    if input_bytes is not None:
+        context["input_bytes"] = input_bytes
+    try:
+        return Envelope.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise InvalidEnvelope(error_list(exc)) from None
+
+
+def parse_batch(
+    items: Iterable[Any],
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    input_bytes: int | None = None,
+) -> list[Envelope]:
+    """Validate a batch as a whole: any bad item raises InvalidEnvelope listing every error,
+    each ``loc`` starting with the item's index."""
+    envelopes: list[Envelope] = []
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            envelopes.append(parse_event(item, max_payload_bytes, input_bytes))
+        except InvalidEnvelope as exc:
+            errors.extend({**err, "loc": [index, *err["loc"]]} for err in exc.errors)
+    if errors:
+        raise InvalidEnvelope(errors)
+    return envelopes
+
+
+def decode(value: bytes, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Envelope:
+    """Validate a Kafka record value (UTF-8 JSON bytes); raise InvalidEnvelope.
+
+    Bytes that are not UTF-8 or not JSON are reported as an error of type ``json_invalid``.
+    """
+    context = {
+        "max_payload_bytes": max_payload_bytes,
+        "input_bytes": len(value),
+        "plain_json": _RISKY_JSON.search(value) is None
+        and value.count(b"{") + value.count(b"[") <= MAX_PAYLOAD_DEPTH,
+    }
+    try:
+        return Envelope.model_validate_json(value, context=context)
+    except ValidationError as exc:
+        raise InvalidEnvelope(error_list(exc)) from None

@@ -1,0 +1,356 @@
+"""Secret redaction for event payloads: pure, deterministic and idempotent."""
+
+from __future__ import annotations
+
+import binascii
+import re
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import accumulate
+from typing import Any
+
+__all__ = ["REDACTED_PREFIX", "redact", "redact_payload"]
+
+REDACTED_PREFIX = "[REDACTED:"
+_MARKER = re.compile(r"\[REDACTED:[a-z_]+\]")
+_NOT_MARKER = r"(?!\[REDACTED:)"
+
+# Secret field names, matched against the END of a name with "-", "_", "." and spaces removed,
+# case-insensitively: `db_password`, `X-Api-Key` and `clientSecret` match, `password_policy`,
+# `secret_name` and `primary_key` do not. A bare "key" never matches: it must follow one of the
+# qualifiers below. Every name also matches in the plural except "token", so the counters
+# `max_tokens` and `input_tokens` stay. The first matching row names the marker kind.
+_SECRET_NAMES: tuple[tuple[str, str], ...] = (
+    ("secret access key", "aws_secret_access_key"),
+    ("password", "password"),
+    ("passwd", "password"),
+    ("passphrase", "password"),
+    ("pwd", "password"),
+    ("secret", "secret"),
+    ("token", "secret"),
+    ("api key", "secret"),
+    ("private key", "secret"),
+    ("secret key", "secret"),
+    ("access key", "secret"),
+    ("signing key", "secret"),
+    ("encryption key", "secret"),
+    ("credential", "secret"),
+    ("cookie", "secret"),
+    ("authorization", "secret"),
+)
+# Too short to be a safe ending (`oauth`, `author`): only the whole name counts.
+_EXACT_SECRET_NAMES = {"auth": "secret"}
+
+
+def _name_endings() -> dict[str, str]:
+    endings = {}
+    for words, kind in _SECRET_NAMES:
+        ending = words.replace(" ", "")
+        endings[ending] = kind
+        if ending != "token":
+            endings[ending + "s"] = kind
+    return endings
+
+
+_NAME_ENDINGS = _name_endings()
+_NAME_ENDING_TUPLE = tuple(_NAME_ENDINGS)
+_NAME_SEPARATORS = str.maketrans("", "", "-_. ")
+
+
+def _marker(kind: str) -> str:
+    return f"{REDACTED_PREFIX}{kind}]"
+
+
+@lru_cache(maxsize=2048)
+def _name_kind(name: str) -> str | None:
+    """Marker kind if the (already redacted) `name` names a secret field, else None."""
+    # Only redacted names reach this cache, so it never holds a secret.
+    normalised = _MARKER.sub("", name).lower().translate(_NAME_SEPARATORS)
+    if normalised in _EXACT_SECRET_NAMES:
+        return _EXACT_SECRET_NAMES[normalised]
+    if normalised.endswith(_NAME_ENDING_TUPLE):
+        return next(kind for end, kind in _NAME_ENDINGS.items() if normalised.endswith(end))
+    return None
+
+
+def _label_names() -> str:
+    """The secret names as written in text: `api_key`, `API-KEY`, `apiKey`, `api key`."""
+    # Grouped by first letter, so most positions are rejected by one character-class test.
+    groups: dict[str, list[str]] = {}
+    for words, _ in _SECRET_NAMES:
+        name = "[-_. ]?".join(words.split()) + ("" if words == "token" else "s?")
+        groups.setdefault(name[0], []).append(name[1:])
+    for name in _EXACT_SECRET_NAMES:
+        groups.setdefault(name[0], []).append(f"(?<![A-Za-z0-9_.-].){name[1:]}")
+    return "|".join(f"[{c}{c.upper()}](?i:{'|'.join(rest)})" for c, rest in groups.items())
+
+
+def _reversed_label_names() -> str:
+    """The secret names spelt backwards; looser than `_label_names` (plurals, boundaries)."""
+    names = [
+        "[-_. ]?".join(word[::-1] for word in reversed(words.split())) for words, _ in _SECRET_NAMES
+    ]
+    names += [name[::-1] for name in _EXACT_SECRET_NAMES]
+    return f"(?i:s?(?:{'|'.join(names)}))"
+
+
+@dataclass(frozen=True)
+class _Detector:
+    """One kind of secret: what to find, what replaces it, and where to look first.
+
+    `gate` finds at least every place `pattern` matches, scanning faster; with `backwards` it
+    runs over the reversed text.
+    """
+
+    pattern: re.Pattern[str]
+    replace: Callable[[re.Match[str]], str]
+    gate: re.Pattern[str]
+    backwards: bool
+
+
+def _whole(kind: str) -> Callable[[re.Match[str]], str]:
+    marker = _marker(kind)
+    return lambda match: marker
+
+
+def _mask(match: re.Match[str], group: str, marker: str) -> str:
+    """The whole match with only `group`'s span replaced by `marker`."""
+    start, end = match.span(group)
+    return f"{match.string[match.start() : start]}{marker}{match.string[end : match.end()]}"
+
+
+def _aws(match: re.Match[str]) -> str:
+    if match.group("secret") is None:
+        return _marker("aws_access_key_id")
+    separator = match.string[match.start() + 20 : match.start("secret")]
+    return f"{_marker('aws_access_key_id')}{separator}{_marker('aws_secret_access_key')}"
+
+
+def _sk_key(match: re.Match[str]) -> str:
+    key = match.group()
+    # Real keys are random; a kebab-case word chain such as "sk-learn-..." has no digit.
+    if not any(char.isdigit() for char in key):
+        return key
+    return _marker("anthropic_api_key" if key.startswith("sk-ant-") else "openai_api_key")
+
+
+def _scheme(match: re.Match[str]) -> str:
+    if match.group("bearer") is not None:
+        token = match.group("bearer")
+        # "Bearer authentication" is prose: a short all-letter word is not a credential.
+        if token.isalpha() and len(token) < 20:
+            return match.group()
+        return _mask(match, "bearer", _marker("bearer_token"))
+    credential = match.group("basic")
+    # A Basic credential is base64 of "user:password"; anything else is a word in prose.
+    try:
+        padded = credential + "=" * (-len(credential) % 4)
+        plain = binascii.a2b_base64(padded, strict_mode=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return match.group()
+    if ":" not in plain or not plain.isprintable():
+        return match.group()
+    return _mask(match, "basic", _marker("basic_auth"))
+
+
+_SCHEME_KINDS = {"bearer": "bearer_token", "basic": "basic_auth"}
+
+
+def _label(match: re.Match[str]) -> str:
+    group = "quoted" if match.group("quoted") is not None else "bare"
+    scheme = (match.group("scheme") or "").strip().lower()
+    kind = _SCHEME_KINDS.get(scheme) or _name_kind(match.group("name")) or "secret"
+    return _mask(match, group, _marker(kind))
+
+
+def _detector(
+    pattern: str,
+    replace: Callable[[re.Match[str]], str],
+    gate: str | None = None,
+    *,
+    backwards: bool = False,
+) -> _Detector:
+    return _Detector(re.compile(pattern), replace, re.compile(gate or pattern), backwards)
+
+
+# Applied in this order, each to the result of the previous one: specific kinds first, so that
+# `GITHUB_TOKEN=ghp_...` says github_token and later detectors skip what is already a marker.
+# Every pattern starts with a literal (the word-boundary lookbehind comes after it) so that the
+# regex engine can skip ahead fast; none matches inside a marker or across a line break, except
+# private_key, whose block spans lines.
+_DETECTORS: tuple[_Detector, ...] = (
+    _detector(
+        r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+        # A block cut short (truncated log line) is redacted to the end of the string.
+        r"(?s:.*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|.*)",
+        _whole("private_key"),
+    ),
+    _detector(
+        r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+        r"(?:\.[A-Za-z0-9_-]+){0,2}",
+        _whole("jwt"),
+    ),
+    _detector(
+        r"A(?<![A-Za-z0-9]A)[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])"
+        # A 40-character secret key right next to its key id (CSV exports, env listings).
+        r"(?:[^A-Za-z0-9/+\n]{1,8}(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=]))?",
+        _aws,
+    ),
+    _detector(
+        r"AIza(?<![A-Za-z0-9_-]AIza)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])", _whole("google_api_key")
+    ),
+    _detector(
+        r"g(?<![A-Za-z0-9]g)(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})",
+        _whole("github_token"),
+    ),
+    _detector(r"glpat-(?<![A-Za-z0-9]glpat-)[A-Za-z0-9_-]{20,}", _whole("gitlab_token")),
+    _detector(r"xox(?<![A-Za-z0-9]xox)[abeprs]-[A-Za-z0-9-]{10,}", _whole("slack_token")),
+    _detector(
+        r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9/_-]+)",
+        lambda match: _mask(match, "path", _marker("slack_webhook")),
+    ),
+    _detector(
+        r"[rs]k_(?<![A-Za-z0-9][rs]k_)(?:live|test)_[A-Za-z0-9]{10,}",
+        _whole("stripe_key"),
+        gate=r"k_(?:live|test)_",
+    ),
+    _detector(r"whsec_(?<![A-Za-z0-9]whsec_)[A-Za-z0-9+/=]{20,}", _whole("stripe_webhook_secret")),
+    _detector(r"sk-(?<![A-Za-z0-9_-]sk-)[A-Za-z0-9_-]{20,}", _sk_key),
+    _detector(
+        r"[Bb](?<![A-Za-z0-9].)(?i:earer[ \t]+"
+        r"(?P<bearer>[A-Za-z0-9_~+/-](?:[A-Za-z0-9._~+/-]*[A-Za-z0-9_~+/=-])?)"
+        r"|asic[ \t]+(?P<basic>[A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=]))",
+        _scheme,
+    ),
+    _detector(
+        # The user part is kept; it may already hold a marker (https://<token>:x@host).
+        rf"://(?P<user>(?:\[REDACTED:[a-z_]+\]|[^\s:/?#\[\]])*):{_NOT_MARKER}"
+        r"[^\s/?#\"'<>]+@",
+        lambda match: f"://{match.group('user')}:{_marker('password')}@",
+    ),
+    _detector(
+        rf"(?P<name>{_label_names()})(?:\\?[\"'])?[ \t]*"
+        r"(?:=>|:=|=|(?P<colon>:))(?![=:])[ \t]*(?P<scheme>(?i:bearer|basic|token)[ \t]+)?"
+        rf"(?:\\?[\"']{_NOT_MARKER}(?P<quoted>[^\"'\\\r\n]+)"
+        rf"|{_NOT_MARKER}(?!(?i:null|none|true|false)(?![^\s\"'\\,;&]))"
+        r"(?P<bare>[^\s\"'\\,;&]+)"
+        # After "name:" only a whole field counts, so that "Forgot password: click here"
+        # keeps its words while "password: hunter2" does not.
+        r"(?(colon)(?=[ \t]*(?:[\r\n\"',;)}\]\\]|$))))",
+        _label,
+        # Forward, every position tries every name; backwards, the rare "=" or ":" comes first.
+        gate=rf"[=:][ \t]*(?:[\"']\\?)?{_reversed_label_names()}",
+        backwards=True,
+    ),
+)
+
+
+def _scan(strings: list[str]) -> dict[str, list[_Detector]]:
+    """For each string that may hold a secret, the detectors to run on it, in order.
+
+    One search per detector over all strings joined by line breaks: no detector matches across
+    a line break, so a match that would exist in one string shows up here too.
+    """
+    forwards = "\n".join(strings)
+    backwards = forwards[::-1]
+    size = len(forwards)
+    starts: list[int] = []
+    found: dict[str, list[_Detector]] = {}
+    for detector in _DETECTORS:
+        text = backwards if detector.backwards else forwards
+        if detector.gate.search(text) is None:  # the usual case, and the cheapest call
+            continue
+        if not starts:
+            starts = list(accumulate((len(string) + 1 for string in strings[:-1]), initial=0))
+        for match in detector.gate.finditer(text):
+            start, end = match.span()
+            if detector.backwards:
+                start, end = size - end, size - start
+            first, last = bisect_right(starts, start) - 1, bisect_right(starts, end - 1) - 1
+            for string in strings[first : last + 1]:
+                flagged = found.setdefault(string, [])
+                if not flagged or flagged[-1] is not detector:
+                    flagged.append(detector)
+    return found
+
+
+def _collect(value: Any, strings: list[str]) -> None:
+    if isinstance(value, str):
+        strings.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                strings.append(key)
+            _collect(item, strings)
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, strings)
+
+
+def _redact_text(text: str, found: dict[str, list[_Detector]]) -> str:
+    for detector in found.get(text, ()):
+        text = detector.pattern.sub(detector.replace, text)
+    return text
+
+
+def _secret_marker(value: Any, kind: str, found: dict[str, list[_Detector]]) -> str:
+    """The marker for a value known to be secret: its detected kind if it is one secret."""
+    if isinstance(value, str):
+        detected = _redact_text(value, found)
+        if _MARKER.fullmatch(detected):
+            return detected
+    return _marker(kind)
+
+
+def _carries_data(value: Any) -> bool:
+    """False for values with nothing to hide: None, booleans, empty strings and containers."""
+    if value is None or isinstance(value, bool):
+        return False
+    return not isinstance(value, str | list | dict) or bool(value)
+
+
+def _copy(value: Any, found: dict[str, list[_Detector]]) -> Any:
+    if isinstance(value, str):
+        return _redact_text(value, found) if value in found else value
+    if isinstance(value, dict):
+        result: dict[Any, Any] = {}
+        for key, item in value.items():
+            kind = None
+            if isinstance(key, str):
+                key = _redact_text(key, found) if key in found else key
+                kind = _name_kind(key)
+            if kind and _carries_data(item):
+                item = _secret_marker(item, kind, found)
+            else:
+                item = _copy(item, found)
+            if key in result:
+                # Two keys redacted to the same text: keep both, numbered in input order.
+                number = 2
+                while f"{key}#{number}" in result:
+                    number += 1
+                key = f"{key}#{number}"
+            result[key] = item
+        return result
+    if isinstance(value, list):
+        return [_copy(item, found) for item in value]
+    return value
+
+
+def redact(value: Any) -> Any:
+    """Return a redacted deep copy of a JSON-like value; the input is never mutated.
+
+    Secrets in strings (dict keys included) become markers such as ``[REDACTED:jwt]``. The
+    value of a secret-named key (see ``_SECRET_NAMES``) becomes one marker unless it is None,
+    a boolean or empty. Redacting twice changes nothing; other types are returned as they are.
+    """
+    strings: list[str] = []
+    _collect(value, strings)
+    return _copy(value, _scan(strings) if strings else {})
+
+
+def redact_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """Return a redacted deep copy of an event payload (see ``redact``)."""
+    result: dict[str, Any] = redact(payload)
+    return result

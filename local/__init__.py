@@ -1,0 +1,1 @@
+"""Local stack tooling: real Kafka and PostgreSQL servers for development and the tests."""

@@ -1,0 +1,59 @@
+"""Session fixtures: the real Kafka broker and PostgreSQL server, started once per run.
+
+A service that cannot start fails the run with the reason; integration tests never skip.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from local.services import Kafka, Postgres
+from punk_records import migrations
+
+
+@pytest.fixture(scope="session")
+def services_root() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="punk-records-tests-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka(services_root: Path) -> Iterator[Kafka]:
+    broker = Kafka(services_root / "kafka")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(services_root: Path) -> Iterator[Postgres]:
+    server = Postgres(services_root / "postgres", fast=True)
+    server.start()
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        migrations.apply(conn)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def topic(kafka: Kafka) -> str:
+    """A fresh three-partition topic for this test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    kafka.create_topic(name, partitions=3)
+    return name
+
+
+@pytest.fixture
+def db(postgres: Postgres) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to a database whose tables start empty."""
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE events, dead_letters")
+        yield conn

@@ -1,0 +1,73 @@
+"""The Kafka producer against the real broker: key, headers, value, order and failures."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kafka import KafkaConsumer
+
+from punk_records.config import Settings
+from punk_records.envelope import decode
+from punk_records.errors import ProduceError
+from punk_records.producer import ProducerCache
+from tests.factories import envelope
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list:
+    """Every record of ``topic`` from the beginning, until ``expected`` arrived or timeout."""
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False, consumer_timeout_ms=1000,
+    )  # fmt: skip
+    records: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            records.extend(consumer)
+    finally:
+        consumer.close()
+    return records
+
+
+def settings_for(bootstrap: str, topic: str, **extra: object) -> Settings:
+    return Settings.model_validate(
+        {"kafka_bootstrap_servers": bootstrap, "kafka_topic": topic, **extra}
+    )
+
+
+def test_given_envelopes_when_produced_then_topic_holds_key_headers_and_value(kafka, topic):
+    # GIVEN envelopes from two workspaces
+    envelopes = [envelope(workspace_id=f"ws-{i % 2}") for i in range(10)]
+    producer = ProducerCache(settings_for(kafka.bootstrap, topic))
+    # WHEN produced (this returns only once every record is acknowledged)
+    producer.produce(envelopes)
+    producer.reset()
+    # THEN each record carries the design's key, headers and canonical value
+    records = read_all(kafka.bootstrap, topic, expected=10)
+    assert len(records) == 10
+    by_id = {str(e.event_id): e for e in envelopes}
+    for record in records:
+        env = decode(record.value)
+        assert env == by_id[str(env.event_id)]
+        assert record.key == env.workspace_id.encode()
+        assert record.value == env.kafka_value()
+        assert dict(record.headers) == dict(env.kafka_headers())
+    # AND each workspace lives in one partition, in the order produced
+    for ws in ("ws-0", "ws-1"):
+        mine = [r for r in records if r.key == ws.encode()]
+        assert len({r.partition for r in mine}) == 1
+        assert [str(decode(r.value).event_id) for r in sorted(mine, key=lambda r: r.offset)] == [
+            str(e.event_id) for e in envelopes if e.workspace_id == ws
+        ]
+
+
+def test_given_no_broker_when_producing_then_produce_error_names_every_record():
+    envelopes = [envelope() for _ in range(3)]
+    producer = ProducerCache(settings_for("127.0.0.1:9", "t", kafka_produce_timeout_ms=2000))
+    started = time.monotonic()
+    with pytest.raises(ProduceError) as caught:
+        producer.produce(envelopes)
+    assert time.monotonic() - started < 10  # within the budget, not the defaults (minutes)
+    assert caught.value.retriable
+    assert sorted(caught.value.not_acked) == sorted(str(e.event_id) for e in envelopes)

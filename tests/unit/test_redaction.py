@@ -1,0 +1,479 @@
+"""Redaction: every detector, the look-alikes that must survive, key names, idempotence."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from punk_records.redaction import REDACTED_PREFIX, redact, redact_payload
+
+# Fake credentials, assembled so that the repository holds nothing a secret scanner would flag.
+AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"  # AWS documentation example
+AWS_TEMP_KEY_ID = "ASIA" + "Q3EGT5KNLWHXRZ2P"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"  # AWS documentation example
+GITHUB_BODY = "Xy9" * 12
+JWT = (
+    ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+        for part in ({"alg": "HS256", "typ": "JWT"}, {"sub": "agent-7", "iat": 1700000000})
+    )
+    + ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+PEM_BODY = "MIIEowIBAAKCAQEA" + "7bq98Jr2uvZtNZ3T\nq4VtFq1XNSX1c4P0"
+BASIC = base64.b64encode(b"deploy:hunter2-long").decode()
+SLACK_HOOK_PATH = "T00000000/B00000000/" + "XXXXXXXXXXXXXXXXXXXXXXXX"
+
+
+def pem(label: str, body: str = PEM_BODY) -> str:
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----"
+
+
+def all_text(value: Any) -> str:
+    """Every string in a JSON-like value (keys included), one per line."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return "\n".join(f"{all_text(key)}\n{all_text(item)}" for key, item in value.items())
+    if isinstance(value, list):
+        return "\n".join(all_text(item) for item in value)
+    return ""
+
+
+# (text holding a secret, the secret part that must disappear, the marker kind that replaces it)
+SECRETS = [
+    pytest.param(f"key id {AWS_KEY_ID} used", AWS_KEY_ID, "aws_access_key_id", id="aws-key-id"),
+    pytest.param(
+        f"temp {AWS_TEMP_KEY_ID} used", AWS_TEMP_KEY_ID, "aws_access_key_id", id="aws-temp-key-id"
+    ),
+    pytest.param(
+        f"aws_secret_access_key = {AWS_SECRET}",
+        AWS_SECRET,
+        "aws_secret_access_key",
+        id="aws-secret-ini",
+    ),
+    pytest.param(
+        f"export AWS_SECRET_ACCESS_KEY={AWS_SECRET}",
+        AWS_SECRET,
+        "aws_secret_access_key",
+        id="aws-secret-env",
+    ),
+    pytest.param(
+        f'{{"SecretAccessKey": "{AWS_SECRET}"}}',
+        AWS_SECRET,
+        "aws_secret_access_key",
+        id="aws-secret-json-text",
+    ),
+    pytest.param(
+        f"deploy,{AWS_KEY_ID},{AWS_SECRET}", AWS_SECRET, "aws_secret_access_key", id="aws-csv-pair"
+    ),
+    pytest.param(pem("RSA PRIVATE KEY"), PEM_BODY, "private_key", id="pem-rsa"),
+    pytest.param(pem("PRIVATE KEY"), PEM_BODY, "private_key", id="pem-pkcs8"),
+    pytest.param(pem("EC PRIVATE KEY"), PEM_BODY, "private_key", id="pem-ec"),
+    pytest.param(pem("OPENSSH PRIVATE KEY"), PEM_BODY, "private_key", id="pem-openssh"),
+    pytest.param(pem("ENCRYPTED PRIVATE KEY"), PEM_BODY, "private_key", id="pem-encrypted"),
+    pytest.param(pem("PGP PRIVATE KEY BLOCK"), PEM_BODY, "private_key", id="pem-pgp"),
+    pytest.param(
+        "-----BEGIN RSA PRIVATE KEY-----\n" + PEM_BODY, PEM_BODY, "private_key", id="pem-truncated"
+    ),
+    pytest.param(f"session {JWT} expired", JWT, "jwt", id="jwt"),
+    pytest.param(
+        "Authorization: Bearer " + "opaque-Token_1234.abcd~efgh",
+        "opaque-Token_1234.abcd~efgh",
+        "bearer_token",
+        id="bearer-opaque",
+    ),
+    pytest.param(
+        "authorization: bearer " + "A" * 24, "A" * 24, "bearer_token", id="bearer-lowercase"
+    ),
+    pytest.param(
+        f'curl -H "Authorization: Basic {BASIC}" https://api.example.com',
+        BASIC,
+        "basic_auth",
+        id="basic",
+    ),
+    *[
+        pytest.param(f"token {prefix}_{GITHUB_BODY} leaked", GITHUB_BODY, "github_token", id=prefix)
+        for prefix in ("ghp", "gho", "ghu", "ghs", "ghr")
+    ],
+    pytest.param(
+        "github_pat_" + "11ABCDEFG0" + "x" * 12 + "_" + "y" * 59,
+        "y" * 59,
+        "github_token",
+        id="github-fine-grained",
+    ),
+    pytest.param("glpat-" + "Zx8" * 7, "Zx8" * 7, "gitlab_token", id="gitlab"),
+    *[
+        pytest.param(
+            f"xox{kind}-" + "1234567890-" + "AbCdEfGhIjKlMnOp",
+            "1234567890-AbCdEfGhIjKlMnOp",
+            "slack_token",
+            id=f"slack-xox{kind}",
+        )
+        for kind in "bpars"
+    ],
+    pytest.param(
+        "https://hooks.slack.com/services/" + SLACK_HOOK_PATH,
+        SLACK_HOOK_PATH,
+        "slack_webhook",
+        id="slack-webhook",
+    ),
+    *[
+        pytest.param(
+            f"{prefix}" + "4eC39HqLyjWDarjtT1zdp7dc",
+            "4eC39HqLyjWDarjtT1zdp7dc",
+            "stripe_key",
+            id=f"stripe-{prefix.rstrip('_')}",
+        )
+        for prefix in ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
+    ],
+    pytest.param(
+        "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "stripe_webhook_secret",
+        id="stripe-webhook-secret",
+    ),
+    pytest.param(
+        "maps key AIza" + "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+        "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+        "google_api_key",
+        id="google-api-key",
+    ),
+    pytest.param(
+        "OPENAI key sk-proj-" + "T3BlbkFJ" + "a1B2c3D4e5F6g7H8",
+        "T3BlbkFJa1B2c3D4e5F6g7H8",
+        "openai_api_key",
+        id="openai",
+    ),
+    pytest.param(
+        "sk-ant-api03-" + "Qm9n" * 6,
+        "Qm9n" * 6,
+        "anthropic_api_key",
+        id="anthropic",
+    ),
+    pytest.param(
+        "postgres://app:" + "s3cr3t-Pa55" + "@db.internal:5432/app",
+        "s3cr3t-Pa55",
+        "password",
+        id="url-postgres",
+    ),
+    pytest.param(
+        "mongodb+srv://admin:" + "Mongo!Pass" + "@cluster0.example.net/test",
+        "Mongo!Pass",
+        "password",
+        id="url-mongodb-srv",
+    ),
+    pytest.param(
+        "redis://:" + "r3dis-pw" + "@cache:6379/0", "r3dis-pw", "password", id="url-no-user"
+    ),
+    pytest.param(
+        "clone https://deploy:" + "p@ss:word" + "@git.example.com/repo.git",
+        "p@ss:word",
+        "password",
+        id="url-password-with-at-and-colon",
+    ),
+    pytest.param(
+        "host=db user=app password=" + "Lib-pq-pw" + " dbname=app",
+        "Lib-pq-pw",
+        "password",
+        id="libpq-keyword",
+    ),
+    pytest.param(
+        "host=db password='" + "two words" + "' dbname=app",
+        "two words",
+        "password",
+        id="libpq-quoted",
+    ),
+    pytest.param(
+        "Server=tcp:db;User Id=app;Password=" + "Ado.Net-pw" + ";Encrypt=True",
+        "Ado.Net-pw",
+        "password",
+        id="ado-password",
+    ),
+    pytest.param(
+        "Driver={ODBC};Uid=app;Pwd=" + "Odbc-pw" + ";", "Odbc-pw", "password", id="odbc-pwd"
+    ),
+    pytest.param("password: " + "hunter2", "hunter2", "password", id="yaml-password"),
+    pytest.param(
+        'config = {"client_secret": "' + "cs-98765" + '"}', "cs-98765", "secret", id="json-secret"
+    ),
+    pytest.param(
+        r"{\"api_key\": \"" + "escaped-key-1" + r"\"}", "escaped-key-1", "secret", id="escaped-json"
+    ),
+    pytest.param("X-Api-Key: " + "k-12345", "k-12345", "secret", id="header-api-key"),
+    pytest.param(
+        "https://example.com/reset?token=" + "rst-8841" + "&lang=en",
+        "rst-8841",
+        "secret",
+        id="url-query-token",
+    ),
+    pytest.param(
+        "Authorization: token " + "opaque1234", "opaque1234", "secret", id="authorization-token"
+    ),
+    pytest.param("DB_PWD=" + "p4ss", "p4ss", "password", id="env-pwd-suffix"),
+    pytest.param(
+        "GITHUB_TOKEN=ghp_" + GITHUB_BODY, GITHUB_BODY, "github_token", id="label-with-known-kind"
+    ),
+]
+
+# Where a secret can sit: alone, inside text, deep in a structure, as a dict key.
+CONTEXTS: list[Any] = [
+    pytest.param(lambda text: text, id="alone"),
+    pytest.param(lambda text: f"The agent ran:\n{text}\nthen stopped.", id="in-text"),
+    pytest.param(lambda text: {"steps": [{"output": text, "n": 1}]}, id="nested"),
+    pytest.param(lambda text: {"by_command": {text: "ok"}}, id="dict-key"),
+]
+
+# Ordinary values that look a little like secrets and must come back unchanged.
+LOOKALIKES = [
+    pytest.param("6f1c1c4e-8d3b-4f6e-9a39-0c5f2b7e8d11", id="uuid"),
+    pytest.param("9fceb02d0ae598e95dc970b74767f19372d61af8", id="git-sha"),
+    pytest.param("commit 9fceb02d0ae598e95dc970b74767f19372d61af8 by ada", id="git-sha-in-text"),
+    pytest.param(
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", id="sha256"
+    ),
+    pytest.param("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY-is-not-labelled", id="bare-40-chars"),
+    pytest.param("SGVsbG8sIHdvcmxkISBUaGlzIGlzIGp1c3QgcHJvc2Uu", id="base64-prose"),
+    pytest.param("ada.lovelace@example.com", id="email"),
+    pytest.param("https://github.com/acme/punk-records/pull/42?tab=files#diff", id="url"),
+    pytest.param("https://ada@example.com/path", id="url-user-no-password"),
+    pytest.param("http://localhost:8080/health", id="url-port"),
+    pytest.param("ssh://git@github.com:22/acme/repo.git", id="ssh-url"),
+    pytest.param("2026-11-26T06:00:00.123+02:00", id="iso-timestamp"),
+    pytest.param("12:30:45", id="clock-time"),
+    pytest.param("1234567890123456789012345678901234567890", id="long-number"),
+    pytest.param("Reset your password at https://example.com/account", id="prose-password"),
+    pytest.param("Forgot password: click the link below", id="prose-password-colon"),
+    pytest.param("The token expired, so the agent requested a new token.", id="prose-token"),
+    pytest.param("Bearer authentication is described in RFC 6750.", id="prose-bearer"),
+    pytest.param("Basic authentication sends credentials in a header.", id="prose-basic"),
+    pytest.param("the bearer of this letter", id="prose-bearer-lowercase"),
+    pytest.param("Use the API key from the vault; never paste the secret.", id="prose-key"),
+    pytest.param("max_tokens: 4096, token_count=12, input_tokens=900", id="token-counters"),
+    pytest.param("password_policy: strict", id="password-policy"),
+    pytest.param("secret_santa_count: 3", id="secret-santa"),
+    pytest.param("monkey=3 keyboard=us primary_key_column=id", id="key-words"),
+    pytest.param("token: null, password = None", id="null-values"),
+    pytest.param("password=[REDACTED:password]", id="already-redacted"),
+    pytest.param("pip install scikit-learn; sk-learn-style-naming-is-fine", id="sk-words"),
+    pytest.param("ASIA and AKIA are prefixes; AKIA123 is too short", id="aws-prefixes"),
+    pytest.param("if token == expected: return", id="code-comparison"),
+    pytest.param("", id="empty"),
+    pytest.param(
+        {
+            "max_tokens": 4096,
+            "token_count": 12,
+            "input_tokens": 900,
+            "tokens_used": 7,
+            "tokens": 5,
+            "keyboard": "qwerty",
+            "monkey": "george",
+            "primary_key_column": "id",
+            "secret_santa_count": 3,
+            "secret_name": "prod/db",
+            "password_policy": "strict",
+            "author": "ada",
+            "oauth_provider": "github",
+            "key": "value",
+        },
+        id="innocent-key-names",
+    ),
+    pytest.param(
+        {"password": None, "secret": "", "token": [], "apiKey": {}, "is_secret": True},
+        id="secret-names-with-nothing-to-hide",
+    ),
+    pytest.param([1, 2.5, True, None, "plain"], id="scalars"),
+]
+
+
+@pytest.mark.parametrize("wrap", CONTEXTS)
+@pytest.mark.parametrize(("text", "secret", "kind"), SECRETS)
+def test_given_secret_when_redacted_then_it_is_gone_and_marked(
+    text: str, secret: str, kind: str, wrap: Callable[[str], Any]
+):
+    # GIVEN a secret somewhere in a value
+    value = wrap(text)
+    # WHEN it is redacted
+    result = all_text(redact(value))
+    # THEN the secret is gone and a marker names its kind
+    assert secret not in result
+    assert f"{REDACTED_PREFIX}{kind}]" in result
+
+
+@pytest.mark.parametrize("value", LOOKALIKES)
+def test_given_lookalike_when_redacted_then_unchanged(value: Any):
+    assert redact(value) == value
+    assert redact({"wrapped": [value]}) == {"wrapped": [value]}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "postgres://app:s3cret@db.internal:5432/app?sslmode=require",
+            "postgres://app:[REDACTED:password]@db.internal:5432/app?sslmode=require",
+            id="url-keeps-user-and-host",
+        ),
+        pytest.param(
+            "https://ghp_" + GITHUB_BODY + ":x-oauth-basic@github.com/acme/repo",
+            "https://[REDACTED:github_token]:[REDACTED:password]@github.com/acme/repo",
+            id="url-user-is-a-token",
+        ),
+        pytest.param(
+            "Authorization: Bearer " + JWT,
+            "Authorization: Bearer [REDACTED:jwt]",
+            id="bearer-keeps-scheme",
+        ),
+        pytest.param(
+            "Authorization: Basic " + BASIC,
+            "Authorization: Basic [REDACTED:basic_auth]",
+            id="basic-keeps-scheme",
+        ),
+        pytest.param(
+            "Authorization: Bearer abc",
+            "Authorization: Bearer [REDACTED:bearer_token]",
+            id="authorization-label-short-token",
+        ),
+        pytest.param(
+            "Server=db;User Id=app;Password=pw1;Encrypt=True",
+            "Server=db;User Id=app;Password=[REDACTED:password];Encrypt=True",
+            id="ado-keeps-other-fields",
+        ),
+        pytest.param(
+            "before\n" + pem("RSA PRIVATE KEY") + "\nafter",
+            "before\n[REDACTED:private_key]\nafter",
+            id="pem-keeps-surroundings",
+        ),
+        pytest.param(
+            f"{AWS_KEY_ID} {AWS_SECRET}",
+            "[REDACTED:aws_access_key_id] [REDACTED:aws_secret_access_key]",
+            id="aws-pair",
+        ),
+        pytest.param(
+            "https://hooks.slack.com/services/" + SLACK_HOOK_PATH,
+            "https://hooks.slack.com/services/[REDACTED:slack_webhook]",
+            id="slack-webhook-keeps-host",
+        ),
+        pytest.param(
+            "password: hunter2, user: ada",
+            "password: [REDACTED:password], user: ada",
+            id="colon-field-in-list",
+        ),
+    ],
+)
+def test_given_secret_in_context_when_redacted_then_context_is_kept(text: str, expected: str):
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        pytest.param({"password": "hunter2"}, {"password": "[REDACTED:password]"}, id="password"),
+        pytest.param({"DB_PASSWORD": 1234}, {"DB_PASSWORD": "[REDACTED:password]"}, id="number"),
+        pytest.param({"passwd": "x"}, {"passwd": "[REDACTED:password]"}, id="passwd"),
+        pytest.param({"pwd": "x"}, {"pwd": "[REDACTED:password]"}, id="pwd"),
+        pytest.param({"passphrase": "x"}, {"passphrase": "[REDACTED:password]"}, id="passphrase"),
+        pytest.param({"clientSecret": "x"}, {"clientSecret": "[REDACTED:secret]"}, id="camel"),
+        pytest.param({"X-Api-Key": "x"}, {"X-Api-Key": "[REDACTED:secret]"}, id="header-name"),
+        pytest.param({"api keys": ["a", "b"]}, {"api keys": "[REDACTED:secret]"}, id="plural"),
+        pytest.param({"access_token": "x"}, {"access_token": "[REDACTED:secret]"}, id="token"),
+        pytest.param({"refreshToken": "x"}, {"refreshToken": "[REDACTED:secret]"}, id="refresh"),
+        pytest.param({"id_token": "x"}, {"id_token": "[REDACTED:secret]"}, id="id-token"),
+        pytest.param(
+            {"aws_session_token": "x"}, {"aws_session_token": "[REDACTED:secret]"}, id="session"
+        ),
+        pytest.param({"auth": {"user": "a"}}, {"auth": "[REDACTED:secret]"}, id="auth-object"),
+        pytest.param({"Authorization": "x"}, {"Authorization": "[REDACTED:secret]"}, id="authz"),
+        pytest.param({"private_key": "x"}, {"private_key": "[REDACTED:secret]"}, id="private"),
+        pytest.param({"signing_key": "x"}, {"signing_key": "[REDACTED:secret]"}, id="signing"),
+        pytest.param({"Set-Cookie": "x"}, {"Set-Cookie": "[REDACTED:secret]"}, id="cookie"),
+        pytest.param({"credentials": [1]}, {"credentials": "[REDACTED:secret]"}, id="credentials"),
+        pytest.param(
+            {"aws_secret_access_key": "x"},
+            {"aws_secret_access_key": "[REDACTED:aws_secret_access_key]"},
+            id="aws-secret-name",
+        ),
+        pytest.param({"token": JWT}, {"token": "[REDACTED:jwt]"}, id="value-kind-wins"),
+        pytest.param(
+            {"config": {"db": {"password": 0.5}}},
+            {"config": {"db": {"password": "[REDACTED:password]"}}},
+            id="deep",
+        ),
+    ],
+)
+def test_given_secret_named_key_when_redacted_then_whole_value_is_marked(
+    payload: dict[str, Any], expected: dict[str, Any]
+):
+    assert redact_payload(payload) == expected
+
+
+def test_given_tokens_as_keys_when_redacted_then_keys_are_marked_and_kept_apart():
+    # GIVEN two different tokens used as keys, next to a key that already looks redacted
+    first, second = "ghp_" + "a1" * 18, "ghp_" + "b2" * 18
+    payload = {first: 1, "[REDACTED:github_token]#2": "x", second: 2}
+    # WHEN redacted
+    result = redact_payload(payload)
+    # THEN every entry survives under a distinct, deterministic key
+    assert result == {
+        "[REDACTED:github_token]": 1,
+        "[REDACTED:github_token]#2": "x",
+        "[REDACTED:github_token]#3": 2,
+    }
+    assert redact_payload(result) == result
+
+
+def test_given_marker_in_key_when_redacted_then_key_name_rule_ignores_the_marker():
+    # "[REDACTED:github_token]" spells "...token"; the value under it is not a secret by name
+    assert redact({"ghp_" + "c3" * 18: "visible"}) == {"[REDACTED:github_token]": "visible"}
+
+
+def test_given_truncated_private_key_before_other_fields_when_redacted_then_all_are_scanned():
+    payload = {
+        "a": "-----BEGIN RSA PRIVATE KEY-----\n" + PEM_BODY,
+        "b": "-----END RSA PRIVATE KEY-----",
+        "c": "token ghp_" + GITHUB_BODY,
+    }
+    assert redact_payload(payload) == {
+        "a": "[REDACTED:private_key]",
+        "b": "-----END RSA PRIVATE KEY-----",
+        "c": "token [REDACTED:github_token]",
+    }
+
+
+def test_given_secret_parts_split_over_fields_when_redacted_then_fields_are_not_joined():
+    payload = {"a": "password", "b": "= hunter2", "c": "postgres://u", "d": ":pw@host"}
+    assert redact_payload(payload) == payload
+
+
+def corpus() -> list[Any]:
+    texts = [param.values[0] for param in SECRETS]
+    return [
+        *texts,
+        *[param.values[0] for param in LOOKALIKES],
+        {"all": texts, "by_key": {text: text for text in texts}},
+    ]
+
+
+@pytest.mark.parametrize("value", corpus())
+def test_given_any_value_when_redacted_twice_then_second_pass_changes_nothing(value: Any):
+    once = redact(value)
+    assert redact(once) == once
+
+
+def test_given_same_input_when_redacted_repeatedly_then_same_output():
+    value = corpus()
+    results = [redact(copy.deepcopy(value)) for _ in range(3)]
+    assert results[0] == results[1] == results[2]
+
+
+def test_given_input_when_redacted_then_input_is_not_mutated_and_result_is_a_copy():
+    value = {"nested": {"password": "hunter2", "list": [f"use ghp_{GITHUB_BODY}", {"k": "v"}]}}
+    before = copy.deepcopy(value)
+    result = redact_payload(value)
+    assert value == before
+    assert result["nested"] is not value["nested"]
+    assert result["nested"]["list"][1] is not value["nested"]["list"][1]
