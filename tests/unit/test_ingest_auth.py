@@ -1,0 +1,128 @@
+"""Bearer-token authentication: token sources (env, Secrets Manager), rotation, comparison."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
+
+import punk_records.auth
+from punk_records.auth import Unauthorized, authorize, bearer_token, valid_tokens
+from punk_records.config import Settings
+from punk_records.errors import ConfigurationError, SecretUnavailable
+
+
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """A mocked Secrets Manager (moto) and empty Powertools caches before and after."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    parameters.clear_caches()
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="us-east-1")
+    parameters.clear_caches()
+
+
+def settings(**values: object) -> Settings:
+    return Settings.model_validate(values)
+
+
+def headers(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def test_given_api_tokens_with_blanks_when_read_then_each_trimmed_token_is_valid():
+    tokens = valid_tokens(settings(api_tokens=" one , two,, "))
+    assert tokens == (b"one", b"two")
+
+
+@pytest.mark.parametrize("value", ["", " ", " , "])
+def test_given_no_token_configured_when_authorizing_then_configuration_error(value):
+    with pytest.raises(ConfigurationError):
+        authorize(headers("any"), settings(api_tokens=value))
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer abc", "abc"),
+        ("BEARER   abc  ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        ("Bearer   ", None),
+        ("abc", None),
+    ],
+)
+def test_given_an_authorization_header_when_parsed_then_only_bearer_tokens_count(header, token):
+    assert bearer_token({"Authorization": header}) == token
+
+
+def test_given_several_tokens_when_the_first_matches_then_every_token_is_still_compared(
+    monkeypatch,
+):
+    compared: list[bytes] = []
+    real = punk_records.auth.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(punk_records.auth.hmac, "compare_digest", spy)
+    authorize(headers("one"), settings(api_tokens="one,two,three"))
+    assert compared == [b"one", b"two", b"three"]
+
+
+def test_given_a_non_ascii_token_when_authorizing_then_unauthorized_not_a_crash():
+    with pytest.raises(Unauthorized):
+        authorize(headers("tökén"), settings(api_tokens="token"))
+
+
+def test_given_a_tokens_secret_when_authorizing_then_its_tokens_win_over_api_tokens(secrets):
+    arn = secrets.create_secret(Name="punk/api-tokens", SecretString='{"tokens": ["from-secret"]}')[
+        "ARN"
+    ]
+    config = settings(api_tokens="from-env", api_tokens_secret_arn=arn)
+    authorize(headers("from-secret"), config)
+    with pytest.raises(Unauthorized):
+        authorize(headers("from-env"), config)
+
+
+def test_given_a_rotated_secret_when_the_cache_expired_then_new_token_valid_and_old_refused(
+    secrets,
+):
+    arn = secrets.create_secret(Name="punk/api-tokens", SecretString='{"tokens": ["old"]}')["ARN"]
+    config = settings(api_tokens_secret_arn=arn, api_tokens_cache_s=0)
+    authorize(headers("old"), config)
+    secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"tokens": ["new"]}))
+    authorize(headers("new"), config)
+    with pytest.raises(Unauthorized):
+        authorize(headers("old"), config)
+
+
+def test_given_a_rotated_secret_within_the_cache_ttl_then_the_cached_tokens_still_apply(secrets):
+    arn = secrets.create_secret(Name="punk/api-tokens", SecretString='{"tokens": ["old"]}')["ARN"]
+    config = settings(api_tokens_secret_arn=arn, api_tokens_cache_s=300)
+    authorize(headers("old"), config)
+    secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"tokens": ["new"]}))
+    authorize(headers("old"), config)
+
+
+def test_given_a_missing_secret_when_authorizing_then_secret_unavailable(secrets):
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:punk/none-AbCdEf"
+    with pytest.raises(SecretUnavailable):
+        authorize(headers("any"), settings(api_tokens_secret_arn=arn))
+
+
+@pytest.mark.parametrize("secret", ['{"token": "a"}', '{"tokens": "a"}', '{"tokens": []}'])
+def test_given_a_secret_without_a_token_list_when_authorizing_then_configuration_error(
+    secrets, secret
+):
+    arn = secrets.create_secret(Name="punk/api-tokens", SecretString=secret)["ARN"]
+    with pytest.raises(ConfigurationError):
+        authorize(headers("a"), settings(api_tokens_secret_arn=arn))
