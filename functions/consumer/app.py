@@ -1,0 +1,94 @@
+"""Consumer function: Kafka event source mapping batches (MSK or self-managed) into PostgreSQL.
+
+Poison records are dead-lettered by the domain and never fail the invocation. Any other failure
+(StoreUnavailable, SecretUnavailable, ...) propagates, so the ESM redelivers the whole batch;
+see docs/consumer.md for why no partial batch response is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import KafkaEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from punk_records import get_settings, get_store
+from punk_records.consumer import BatchOutcome, KafkaRecord, consume
+from punk_records.errors import PunkRecordsError
+from punk_records.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@event_source(data_class=KafkaEvent)
+def handler(event: KafkaEvent, context: LambdaContext) -> dict[str, Any]:
+    """Store the batch; return the "every record succeeded" response or raise to be retried."""
+    try:
+        outcome = consume(records(event), get_store(), get_settings().max_payload_bytes)
+    except Exception as exc:
+        # Whatever failed, the ESM redelivers the batch: count it, say why, let it propagate.
+        # Only our own errors are quoted; a driver's message may echo row data.
+        known = isinstance(exc, PunkRecordsError)
+        metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=1)
+        logger.error(
+            "batch not stored; the event source mapping will redeliver it",
+            extra={
+                "error": type(exc).__name__,
+                "reason": str(exc) if known else None,
+                "retriable": known and exc.retriable,
+            },
+        )
+        raise
+    _publish(outcome, event.event_source)
+    return {"batchItemFailures": []}
+
+
+def records(event: KafkaEvent) -> list[KafkaRecord]:
+    """The event's records with key, value and headers base64/byte-list decoded."""
+    return [
+        KafkaRecord(
+            topic=raw["topic"],
+            partition=raw["partition"],
+            offset=raw["offset"],
+            key=_b64(raw.get("key")),
+            value=_b64(raw.get("value")),
+            headers=tuple(
+                (name, _header_bytes(values))
+                for header in raw.get("headers") or ()
+                for name, values in header.items()
+            ),
+            timestamp=raw.get("timestamp"),
+        )
+        # The raw dicts rather than KafkaEventRecord: its decoded_value fails on a null value,
+        # which must become a dead letter, not a failed batch.
+        for group in event.raw_event["records"].values()
+        for raw in group
+    ]
+
+
+def _b64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+def _header_bytes(values: list[int]) -> bytes:
+    # Producers written in Java may send signed bytes (-128..127).
+    try:
+        return bytes(values)
+    except ValueError:
+        return bytes(v & 0xFF for v in values)
+
+
+def _publish(outcome: BatchOutcome, source: str) -> None:
+    metrics.add_metric(name="RecordsReceived", unit=MetricUnit.Count, value=outcome.received)
+    metrics.add_metric(name="EventsPersisted", unit=MetricUnit.Count, value=outcome.inserted)
+    metrics.add_metric(name="EventsDuplicate", unit=MetricUnit.Count, value=outcome.duplicates)
+    metrics.add_metric(
+        name="RecordsDeadLettered", unit=MetricUnit.Count, value=outcome.dead_lettered
+    )
+    metrics.add_metric(
+        name="BatchLatency", unit=MetricUnit.Milliseconds, value=round(outcome.elapsed_ms, 3)
+    )
+    logger.info("batch stored", extra={"event_source": source, **outcome.summary()})

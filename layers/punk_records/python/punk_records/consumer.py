@@ -1,0 +1,201 @@
+"""Kafka batch consumption: classify records as events or dead letters, store them in one go."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_core import to_json
+
+from punk_records.envelope import DEFAULT_MAX_PAYLOAD_BYTES, decode
+from punk_records.errors import InvalidEnvelope
+from punk_records.store import DeadLetter, EventStore, StoredEvent, WriteResult
+
+# Enough validation errors to act on; a dead letter is for people, not for a full report.
+_MAX_REASON_ERRORS = 3
+_MAX_REASON_CHARS = 1_000
+# How many poison records one batch summary names (the rest are counted, and all are stored).
+_MAX_POISON_LISTED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """One Kafka record, already base64-decoded. ``timestamp`` is epoch milliseconds."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetRange:
+    """The offsets of one topic-partition seen in a batch."""
+
+    first: int
+    last: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What one batch did. ``inserted`` + ``duplicates`` + ``poison`` == ``received``.
+
+    ``dead_lettered`` counts new dead-letter rows: a redelivered poison record is stored once.
+    """
+
+    received: int
+    inserted: int
+    duplicates: int
+    poison: int
+    dead_lettered: int
+    partitions: dict[str, OffsetRange] = field(default_factory=dict)
+    poison_sample: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """Structured log fields: counts, offset ranges per ``topic-partition``, poison sample."""
+        return {
+            "received": self.received,
+            "inserted": self.inserted,
+            "duplicates": self.duplicates,
+            "poison": self.poison,
+            "dead_lettered": self.dead_lettered,
+            "elapsed_ms": round(self.elapsed_ms, 3),
+            "partitions": {
+                name: {"first": r.first, "last": r.last, "count": r.count}
+                for name, r in self.partitions.items()
+            },
+            "poison_sample": self.poison_sample,
+        }
+
+
+def classify(
+    record: KafkaRecord, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> StoredEvent:
+    """The redacted event carried by ``record``, with its payload encoded once for the store.
+
+    Raise InvalidEnvelope when the record can never become an event: no value, not UTF-8,
+    not JSON, not a valid envelope, payload too large, or not storable in PostgreSQL.
+    """
+    value = record.value
+    if value is None:
+        raise InvalidEnvelope([{"loc": [], "msg": "record has no value", "type": "missing"}])
+    # decode() also refuses what PostgreSQL cannot store (NUL, NaN): one such value would
+    # otherwise fail every retry of its batch and block the partition.
+    envelope = decode(value, max_payload_bytes).redacted()
+    return StoredEvent(
+        envelope, record.topic, record.partition, record.offset, to_json(envelope.payload)
+    )
+
+
+def reason(record: KafkaRecord, exc: InvalidEnvelope) -> str:
+    """Readable reason a record was dead-lettered; never quotes the record's content."""
+    errors = exc.errors
+    if errors and errors[0]["type"] == "json_invalid" and record.value is not None:
+        try:
+            record.value.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return f"value is not UTF-8: invalid byte at position {bad.start}"
+        return f"value is not JSON: {errors[0]['msg']}"
+    if errors and not errors[0]["loc"]:
+        text = errors[0]["msg"]
+        if errors[0]["type"] == "model_type":
+            text = f"not a valid envelope: {text}"
+        return text[:_MAX_REASON_CHARS]
+    shown = "; ".join(
+        f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in errors[:_MAX_REASON_ERRORS]
+    )
+    more = len(errors) - _MAX_REASON_ERRORS
+    text = f"not a valid envelope: {shown}" + (f" (and {more} more)" if more > 0 else "")
+    return text[:_MAX_REASON_CHARS]
+
+
+def consume(
+    records: Iterable[KafkaRecord],
+    store: EventStore,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> BatchOutcome:
+    """Store a batch: valid records as events, poison records as dead letters, one transaction.
+
+    Poison never raises. Raise StoreUnavailable (retriable) when nothing could be committed;
+    the caller must then let the whole batch be redelivered, which the dedupe keys make safe.
+    """
+    started = time.perf_counter()
+    events: list[StoredEvent] = []
+    letters: list[DeadLetter] = []
+    sample: list[dict[str, Any]] = []
+    ranges: dict[str, list[int]] = {}
+    with _collector_paused():
+        for record in records:
+            _extend_range(ranges, record)
+            try:
+                events.append(classify(record, max_payload_bytes))
+            except InvalidEnvelope as exc:
+                why = reason(record, exc)
+                letters.append(
+                    DeadLetter(
+                        record.value, record.key, record.topic, record.partition, record.offset, why
+                    )
+                )
+                if len(sample) < _MAX_POISON_LISTED:
+                    sample.append(
+                        {
+                            "partition": _partition_key(record),
+                            "offset": record.offset,
+                            "reason": why,
+                        }
+                    )
+
+    result = store.write(events, letters) if events or letters else WriteResult(0, 0, 0)
+    return BatchOutcome(
+        received=len(events) + len(letters),
+        inserted=result.inserted,
+        duplicates=result.duplicates,
+        poison=len(letters),
+        dead_lettered=result.dead_lettered,
+        partitions={k: OffsetRange(lo, hi, n) for k, (lo, hi, n) in ranges.items()},
+        poison_sample=sample,
+        elapsed_ms=(time.perf_counter() - started) * 1_000,
+    )
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a batch is classified.
+
+    Classification allocates objects that all survive until the write, so the collector's
+    passes rescan a growing heap for nothing: at 10,000 records they cost a quarter of the CPU
+    time (measured 49 -> 36 us per record). Reference counting still frees everything acyclic;
+    the collector resumes right after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _partition_key(record: KafkaRecord) -> str:
+    """The ``topic-partition`` name Lambda uses for record groups and batch item failures."""
+    return f"{record.topic}-{record.partition}"
+
+
+def _extend_range(ranges: dict[str, list[int]], record: KafkaRecord) -> None:
+    key = _partition_key(record)
+    seen = ranges.get(key)
+    if seen is None:
+        ranges[key] = [record.offset, record.offset, 1]
+        return
+    seen[0] = min(seen[0], record.offset)
+    seen[1] = max(seen[1], record.offset)
+    seen[2] += 1

@@ -1,0 +1,295 @@
+"""The consumer handler, invoked in-process, against the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import tracemalloc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import boto3
+import psycopg
+import pytest
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
+from psycopg.conninfo import conninfo_to_dict
+
+from local.samples import kafka as samples
+from punk_records import config, store
+from punk_records.errors import StoreUnavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+MiB = 1024 * 1024
+
+
+def load_consumer_app() -> ModuleType:
+    """``functions/consumer/app.py`` under a unique module name (every function has an app.py)."""
+    spec = importlib.util.spec_from_file_location(
+        "consumer_app", ROOT / "functions" / "consumer" / "app.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+app = load_consumer_app()
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "punk-records-consumer"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:consumer"
+    aws_request_id: str = "c0ffee00-0000-4000-8000-000000000002"
+
+
+def event_file(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, dsn: str) -> None:
+    """Environment of a fresh container: settings and store are rebuilt on first use."""
+    monkeypatch.setenv("DATABASE_URL", dsn)
+    monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
+    monkeypatch.setenv("DATABASE_CONNECT_TIMEOUT_S", "2")
+    config.get_settings.cache_clear()
+    store.get_store.cache_clear()
+
+
+@pytest.fixture
+def invoke(db, postgres, monkeypatch) -> Iterator:
+    """Call the handler as Lambda would, in a container configured for the test database."""
+    configure(monkeypatch, postgres.dsn)
+    yield lambda event: app.handler(event, LambdaContext())
+    store.get_store().reset()
+    config.get_settings.cache_clear()
+    store.get_store.cache_clear()
+
+
+def counts(db: psycopg.Connection) -> tuple[int, int]:
+    return db.execute(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM dead_letters)"
+    ).fetchone()
+
+
+def sample_records(name: str) -> list[dict]:
+    return [raw for group in event_file(name)["records"].values() for raw in group]
+
+
+def carried_event_id(raw: dict) -> str | None:
+    try:
+        return json.loads(base64.b64decode(raw["value"]))["event_id"]
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+# (events stored, dead letters stored) after one delivery of each sample
+EXPECTED = {
+    "batch-valid": (5, 0),
+    "batch-with-duplicates": (3, 0),
+    "batch-with-poison": (2, 6),
+    "batch-empty": (0, 0),
+}
+SAMPLES = sorted(samples.samples())
+
+
+def test_every_consumer_sample_has_an_expected_outcome():
+    assert {name.split("-", 1)[1].removesuffix(".json") for name in SAMPLES} == set(EXPECTED)
+    assert {name.split("-", 1)[0] for name in SAMPLES} == {"msk", "smk"}
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_given_sample_event_when_delivered_twice_then_stored_once(invoke, db, name):
+    # GIVEN a sample event from events/
+    event = event_file(name)
+    expected = EXPECTED[name.split("-", 1)[1].removesuffix(".json")]
+    # WHEN the event source mapping delivers it, then redelivers it
+    first = invoke(event)
+    after_first = counts(db)
+    second = invoke(event)
+    # THEN both invocations succeed and the second one adds nothing
+    assert first == second == {"batchItemFailures": []}
+    assert after_first == counts(db) == expected
+    # AND every stored event keeps the coordinates of the first record that carried it
+    stored = db.execute(
+        "SELECT event_id::text, kafka_topic, kafka_partition, kafka_offset FROM events"
+    )
+    first_seen: dict[str, tuple] = {}
+    for raw in sample_records(name):
+        coords = (raw["topic"], raw["partition"], raw["offset"])
+        first_seen.setdefault(carried_event_id(raw), coords)
+    for event_id, *coords in stored:
+        assert first_seen[event_id] == tuple(coords)
+
+
+def test_given_payload_with_secret_when_stored_then_only_redacted_payload_is_in_postgres(
+    invoke, db
+):
+    invoke(event_file("msk-batch-valid.json"))
+    secret_id = samples.envelope("valid-4").event_id
+    (payload,) = db.execute(
+        "SELECT payload_json FROM events WHERE event_id = %s", (secret_id,)
+    ).fetchone()
+    assert payload["summary"] == "credentials in a config file"
+    assert "hunter2" not in json.dumps(payload)
+    (rows,) = db.execute("SELECT count(*) FROM events WHERE payload_json::text LIKE '%hunter2%'")
+    assert rows == (0,)
+
+
+def test_given_poison_batch_when_stored_then_dead_letters_hold_raw_bytes_and_reasons(invoke, db):
+    # GIVEN a batch mixing valid records and every kind of poison record
+    event = event_file("smk-batch-with-poison.json")
+    # WHEN delivered
+    assert invoke(event) == {"batchItemFailures": []}
+    # THEN the good ones are events and each bad one is a dead letter, byte for byte
+    letters = {
+        row[3]: row
+        for row in db.execute(
+            "SELECT raw_value, raw_key, kafka_topic, kafka_offset, kafka_partition, error"
+            " FROM dead_letters"
+        )
+    }
+    assert sorted(letters) == sorted(samples.POISON_EXPECTED_REASONS)
+    for raw in sample_records("smk-batch-with-poison.json"):
+        if raw["offset"] not in letters:
+            continue
+        value, key, topic, offset, partition, error = letters[raw["offset"]]
+        assert value == (raw["value"] and base64.b64decode(raw["value"]))
+        assert key == (raw["key"] and base64.b64decode(raw["key"]))
+        assert (topic, partition) == (raw["topic"], raw["partition"])
+        assert error.startswith(samples.POISON_EXPECTED_REASONS[offset]), error
+    good = {row[0] for row in db.execute("SELECT kafka_offset FROM events")}
+    assert good == {300, 50}
+
+
+def test_given_database_stopped_when_batch_arrives_then_fails_and_succeeds_after_restart(
+    invoke, db, postgres
+):
+    # GIVEN a warm container that already stored a batch
+    invoke(event_file("msk-batch-with-duplicates.json"))
+    event = event_file("msk-batch-valid.json")
+    db.close()
+    postgres.stop()
+    try:
+        # WHEN the next batch arrives while PostgreSQL is down
+        # THEN the invocation fails with a retriable error, so the ESM will redeliver it
+        with pytest.raises(StoreUnavailable) as caught:
+            invoke(event)
+        assert caught.value.retriable
+    finally:
+        postgres.start()
+    # AND the redelivery after the restart succeeds on the same container, without a restart
+    assert invoke(event) == {"batchItemFailures": []}
+    with psycopg.connect(postgres.dsn) as conn:
+        assert counts(conn) == (3 + 5, 0)
+
+
+def test_given_transient_failure_midway_when_batch_written_then_nothing_is_half_stored(
+    db, postgres, monkeypatch
+):
+    # GIVEN a container whose statements give up on a lock after 300 ms, and another session
+    # holding dead_letters locked, so the batch fails after its events were inserted
+    configure(monkeypatch, postgres.dsn + "?options=-c%20lock_timeout%3D300")
+    event = event_file("msk-batch-with-poison.json")
+    try:
+        with psycopg.connect(postgres.dsn) as blocker:
+            blocker.execute("LOCK TABLE dead_letters IN ACCESS EXCLUSIVE MODE")
+            # WHEN the batch arrives THEN the invocation fails and none of its events is visible
+            with pytest.raises(StoreUnavailable):
+                app.handler(event, LambdaContext())
+            assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+        assert counts(db) == (0, 0)
+        # AND once the lock is gone the redelivered batch is stored whole
+        assert app.handler(event, LambdaContext()) == {"batchItemFailures": []}
+        assert counts(db) == (2, 6)
+    finally:
+        store.get_store().reset()
+        config.get_settings.cache_clear()
+        store.get_store.cache_clear()
+
+
+def test_given_warm_container_when_invoked_repeatedly_then_one_connection_is_reused(invoke, db):
+    invoke(event_file("smk-batch-valid.json"))
+    pid = store.get_store().connection().info.backend_pid
+    invoke(event_file("smk-batch-with-duplicates.json"))
+    invoke(event_file("smk-batch-with-poison.json"))
+    assert store.get_store().connection().info.backend_pid == pid
+    (ours,) = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'punk'"
+    ).fetchone()
+    assert ours == 1
+
+
+def big_batch(size: int) -> dict:
+    """A realistic batch: ``size`` distinct events over three partitions, ~0.5 KiB each."""
+    records = []
+    for i in range(size):
+        env = samples.envelope(
+            f"bulk-{i}",
+            workspace_id=f"ws-{i % 50}",
+            payload={
+                "summary": f"disk usage above 90% on volume {i}",
+                "host": f"db-{i % 7}",
+                "metrics": {"used_pct": 91.5, "free_gb": i % 100},
+                "tags": ["storage", "prod"],
+            },
+        )
+        records.append(samples.envelope_record(env, i % 3, i // 3))
+    return samples.batch("msk", records)
+
+
+def test_given_10000_record_batch_when_handled_then_stored_within_lambda_memory_budget(invoke, db):
+    # GIVEN the largest batch an event source mapping delivers
+    event = big_batch(10_000)
+    # WHEN handled, with Python allocations traced
+    tracemalloc.start()
+    try:
+        response = invoke(event)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # THEN every event is stored, and the handler's peak allocation fits a 512 MB function
+    # with room for the runtime and the event itself
+    assert response == {"batchItemFailures": []}
+    assert counts(db) == (10_000, 0)
+    print(f"10,000 records: peak traced allocation {peak / MiB:.1f} MiB")
+    assert peak < 256 * MiB
+
+
+@mock_aws
+def test_given_rds_secret_in_secrets_manager_when_batch_arrives_then_stored_with_its_credentials(
+    db, postgres, monkeypatch
+):
+    # GIVEN the database credentials only in an RDS-style secret, as in AWS
+    dsn = conninfo_to_dict(postgres.dsn)
+    secret = {
+        "engine": "postgres",
+        "host": dsn["host"],
+        "port": int(dsn["port"]),
+        "username": dsn["user"],
+        "password": dsn.get("password", ""),
+        "dbname": dsn["dbname"],
+        "sslmode": "disable",  # the local server has no TLS; RDS secrets default to require
+    }
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    arn = client.create_secret(Name="punk-records/db", SecretString=json.dumps(secret))["ARN"]
+    configure(monkeypatch, "postgresql://nobody@127.0.0.1:9/wrong")  # must not be used
+    monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
+    parameters.clear_caches()
+    try:
+        # WHEN a batch arrives THEN it is stored through the connection the secret describes
+        assert app.handler(event_file("smk-batch-valid.json"), LambdaContext()) == {
+            "batchItemFailures": []
+        }
+        assert counts(db) == (5, 0)
+    finally:
+        store.get_store().reset()
+        parameters.clear_caches()
+        config.get_settings.cache_clear()
+        store.get_store.cache_clear()
