@@ -6,12 +6,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SAM_VENV := .cache/sam-venv
+SAM := $(SAM_VENV)/bin/sam
+ARCH ?= arm64
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # The layer package is imported exactly as in Lambda, where /opt/python is on the path.
 export PYTHONPATH := $(CURDIR)/layers/punk_records/python:$(CURDIR)
 
-.PHONY: help venv sam-venv prepare test unit lint format samples openapi up down status clean
+.PHONY: help venv sam-venv prepare test unit lint format samples openapi build validate migrate \
+	up down status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,7 +40,7 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 prepare: venv ## fetch the Kafka jars and install PostgreSQL if missing (cached)
 	@$(PY) -m local.services prepare
 
-test: prepare lint ## THE test command: install what is needed, then run every test
+test: prepare sam-venv lint ## THE test command: install what is needed, then run every test
 	@$(PY) -m pytest
 
 unit: venv ## unit tests only (no services)
@@ -56,6 +59,15 @@ samples: venv ## regenerate events/ from real envelopes
 
 openapi: venv ## regenerate docs/openapi.json from the ingest routes
 	@$(PY) -m local.openapi
+
+build: venv sam-venv ## sam build without Docker (ARCH=arm64|x86_64, default arm64)
+	@LAYER_ARCHITECTURE=$(ARCH) PIP="$(CURDIR)/$(PY) -m pip" $(SAM) build --parameter-overrides Architecture=$(ARCH)
+
+validate: sam-venv ## sam validate --lint (offline)
+	@$(SAM) validate --lint
+
+migrate: venv ## apply the PostgreSQL migrations to DATABASE_URL
+	@$(PY) -m local.migrate
 
 up: prepare ## bring the local pipeline up (Kafka, PostgreSQL, migrations)
 	@$(PY) -m local.services up
