@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONPATH := $(CURDIR)/layers/punk_records/python:$(CURDIR)
 
 .PHONY: help venv sam-venv prepare test unit lint format samples openapi build validate migrate \
-	up down status clean
+	up down status send clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,14 +69,17 @@ validate: sam-venv ## sam validate --lint (offline)
 migrate: venv ## apply the PostgreSQL migrations to DATABASE_URL
 	@$(PY) -m local.migrate
 
-up: prepare ## bring the local pipeline up (Kafka, PostgreSQL, migrations)
-	@$(PY) -m local.services up
+up: prepare sam-venv ## the whole pipeline locally: Kafka, PostgreSQL, both functions (docs/local.md)
+	@$(PY) -m local.stack up
 
 down: venv ## stop everything `make up` started
-	@$(PY) -m local.services down
+	@$(PY) -m local.stack down
 
 status: venv ## say what runs
-	@$(PY) -m local.services status
+	@$(PY) -m local.stack status || true
+
+send: venv ## POST a sample event (or FILE=events.json) to the local API, print the answer
+	@$(PY) -m local.stack send $(FILE)
 
 clean: down ## stop services and delete local state (keeps download caches)
 	rm -rf .local .aws-sam

@@ -1,0 +1,412 @@
+"""A local API Gateway HTTP API (payload format 2.0) in front of one function, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from local.invoker import FunctionError, Invoke, InvokerPool, emulated, load_env_vars
+
+log = logging.getLogger("local.http_endpoint")
+
+# The routes of the template's HttpApi, as API Gateway route keys.
+ROUTE_KEYS = ("POST /events", "GET /health")
+
+# HTTP API quota: the request payload is capped at 10 MB (hard limit).
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+
+# Content types HTTP APIs hand to Lambda as text; every other body (a missing Content-Type
+# included) arrives base64-encoded with isBase64Encoded true.
+_TEXT_TYPES = ("application/json", "application/xml", "application/javascript")
+
+# Hop-by-hop headers end at the gateway; they never reach the integration.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "expect"}
+)
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiInfo:
+    """What API Gateway puts in ``requestContext`` besides the request itself."""
+
+    account_id: str = "123456789012"
+    api_id: str = "punklocal1"
+    stage: str = "$default"
+    route_keys: Sequence[str] = ROUTE_KEYS
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """What goes back to the client: status, header pairs (repeatable) and body bytes."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+def gateway_error(status: int, message: str) -> HttpResponse:
+    """A response API Gateway produces itself, e.g. 404 ``{"message":"Not Found"}``."""
+    body = json.dumps({"message": message}, separators=(",", ":")).encode()
+    return HttpResponse(status, [("content-type", "application/json")], body)
+
+
+def match_route(method: str, path: str, route_keys: Sequence[str] = ROUTE_KEYS) -> str | None:
+    """The route key matching ``method`` and ``path`` exactly, or None (API Gateway's 404)."""
+    wanted = f"{method.upper()} {path}"
+    return next((key for key in route_keys if key == wanted), None)
+
+
+def is_text_content_type(content_type: str | None) -> bool:
+    """True if API Gateway passes a body of this type as text rather than base64."""
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime.startswith("text/") or mime in _TEXT_TYPES
+
+
+def _request_time(now: datetime) -> str:
+    # API Gateway's CLF-style time, always in English and UTC: 26/Nov/2026:06:00:00 +0000
+    now = now.astimezone(UTC)
+    return f"{now:%d}/{_MONTHS[now.month - 1]}/{now:%Y:%H:%M:%S} +0000"
+
+
+def new_request_id() -> str:
+    """An id shaped like API Gateway's (16 base64 characters)."""
+    return base64.b64encode(secrets.token_bytes(11)).decode()
+
+
+def _trace_id(now: datetime) -> str:
+    return f"Root=1-{int(now.timestamp()):08x}-{secrets.token_hex(12)}"
+
+
+def build_event(
+    *,
+    method: str,
+    target: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    source_ip: str,
+    route_key: str,
+    server_port: int,
+    api: ApiInfo = ApiInfo(),
+    request_id: str | None = None,
+    now: datetime | None = None,
+    protocol: str = "HTTP/1.1",
+) -> dict[str, Any]:
+    """The payload format 2.0 event API Gateway sends for one request.
+
+    ``target`` is the request line's target (path and query, as sent); ``headers`` are the
+    pairs as received, in order, repeats allowed. Optional keys (cookies,
+    queryStringParameters, body) are left out when empty, as API Gateway does.
+    """
+    now = now or datetime.now(UTC)
+    request_id = request_id or new_request_id()
+    split = urlsplit(target)
+    raw_path = split.path or "/"
+
+    merged: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in headers:
+        key = name.lower()
+        if key in _HOP_BY_HOP:
+            continue
+        if key == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        merged[key] = f"{merged[key]},{value}" if key in merged else value
+    forwarded = merged.get("x-forwarded-for")
+    merged["x-forwarded-for"] = f"{forwarded}, {source_ip}" if forwarded else source_ip
+    merged["x-forwarded-port"] = str(server_port)
+    merged["x-forwarded-proto"] = "http"
+    merged.setdefault("x-amzn-trace-id", _trace_id(now))
+
+    domain = merged.get("host", "localhost").rsplit(":", 1)[0] or "localhost"
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": raw_path,
+        "rawQueryString": split.query,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = merged
+    if split.query:
+        params: dict[str, str] = {}
+        for key, value in parse_qsl(split.query, keep_blank_values=True):
+            params[key] = f"{params[key]},{value}" if key in params else value
+        event["queryStringParameters"] = params
+    event["requestContext"] = {
+        "accountId": api.account_id,
+        "apiId": api.api_id,
+        "domainName": domain,
+        "domainPrefix": domain.split(".", 1)[0],
+        "http": {
+            "method": method.upper(),
+            "path": raw_path,
+            "protocol": protocol,
+            "sourceIp": source_ip,
+            "userAgent": merged.get("user-agent", ""),
+        },
+        "requestId": request_id,
+        "routeKey": route_key,
+        "stage": api.stage,
+        "time": _request_time(now),
+        "timeEpoch": int(now.timestamp() * 1000),
+    }
+    binary = bool(body) and not is_text_content_type(merged.get("content-type"))
+    if body:
+        event["body"] = (
+            base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace")
+        )
+    event["isBase64Encoded"] = binary
+    return event
+
+
+def response_from_result(result: Any) -> HttpResponse:
+    """Turn a function's result into the HTTP response, by the payload format 2.0 rules.
+
+    A dict with ``statusCode`` is taken as given (headers, cookies as Set-Cookie headers,
+    base64 body when ``isBase64Encoded``). Anything else is inferred: status 200,
+    ``content-type: application/json``, the result as the body. A malformed response is a 500.
+    """
+    if not isinstance(result, dict) or "statusCode" not in result:
+        body = result if isinstance(result, str) else json.dumps(result)
+        return HttpResponse(200, [("content-type", "application/json")], body.encode())
+    try:
+        status = int(result["statusCode"])
+        if not 100 <= status <= 599:
+            raise ValueError(status)
+        headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+        headers += [("set-cookie", str(c)) for c in result.get("cookies") or []]
+        raw = result.get("body")
+        text = "" if raw is None else raw if isinstance(raw, str) else json.dumps(raw)
+        body = base64.b64decode(text, validate=True) if result.get("isBase64Encoded") else text
+    except (TypeError, ValueError, AttributeError) as exc:
+        log.warning("malformed function response (%s): answering 500", type(exc).__name__)
+        return gateway_error(500, "Internal Server Error")
+    return HttpResponse(status, headers, body if isinstance(body, bytes) else body.encode())
+
+
+def handle_request(
+    invoke: Invoke,
+    *,
+    method: str,
+    target: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    source_ip: str,
+    server_port: int,
+    api: ApiInfo = ApiInfo(),
+    protocol: str = "HTTP/1.1",
+) -> HttpResponse:
+    """Route one request, invoke the function and map its result; the gateway's own errors too."""
+    request_id = new_request_id()
+    route_key = match_route(method, urlsplit(target).path or "/", api.route_keys)
+    if route_key is None:
+        response = gateway_error(404, "Not Found")
+    elif len(body) > MAX_REQUEST_BYTES:
+        response = gateway_error(413, "Request Entity Too Large")
+    else:
+        event = build_event(
+            method=method,
+            target=target,
+            headers=headers,
+            body=body,
+            source_ip=source_ip,
+            route_key=route_key,
+            server_port=server_port,
+            api=api,
+            request_id=request_id,
+            protocol=protocol,
+        )
+        try:
+            response = response_from_result(invoke(event))
+        except FunctionError as exc:
+            log.warning("function error for request %s: %s", request_id, exc)
+            response = gateway_error(500, "Internal Server Error")
+    response.headers.append(("apigw-requestid", request_id))
+    return response
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def version_string(self) -> str:
+        return "punk-local-apigw"
+
+    server: _Server
+
+    def _serve(self) -> None:
+        started = time.monotonic()
+        try:
+            body = self._read_body()
+        except ValueError:
+            self._send(gateway_error(400, "Bad Request"))
+            self.close_connection = True
+            return
+        if body is None:
+            self._send(gateway_error(413, "Request Entity Too Large"))
+            self.close_connection = True
+            return
+        try:
+            response = handle_request(
+                self.server.invoke,
+                method=self.command,
+                target=self.path,
+                headers=list(self.headers.items()),
+                body=body,
+                source_ip=self.client_address[0],
+                server_port=self.server.server_address[1],
+                api=self.server.api,
+                protocol=self.request_version,
+            )
+        except Exception:  # a bug here must still answer, as the gateway would
+            log.exception("request failed inside the local gateway")
+            response = gateway_error(500, "Internal Server Error")
+        self._send(response)
+        log.info(
+            "%s %s %d %dms requestId=%s",
+            self.command,
+            urlsplit(self.path).path,
+            response.status,
+            (time.monotonic() - started) * 1000,
+            response.header("apigw-requestid"),
+        )
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
+
+    def _read_body(self) -> bytes | None:
+        """The request body (plain or chunked); None when it exceeds the gateway's limit."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks, total = [], 0
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline().strip():  # trailer section
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_REQUEST_BYTES:
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError(length)
+        if length > MAX_REQUEST_BYTES:
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, response: HttpResponse) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Access lines are logged by _serve, without headers (a token must never reach a log).
+        return
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], invoke: Invoke, api: ApiInfo) -> None:
+        self.invoke = invoke
+        self.api = api
+        super().__init__(address, _Handler)
+
+
+class HttpEndpoint:
+    """The local HTTP API: ``start()`` serves on 127.0.0.1 in a thread until ``stop()``."""
+
+    def __init__(
+        self,
+        invoke: Invoke,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        api: ApiInfo = ApiInfo(),
+    ) -> None:
+        self._server = _Server((host, port), invoke, api)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> HttpEndpoint:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="http-endpoint", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> HttpEndpoint:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the HTTP API in front of a function under the emulator until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m local.http_endpoint", description=__doc__)
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--function", default="IngestFunction", help="template logical id")
+    parser.add_argument("--env-vars", type=Path, help="env file in the sam --env-vars format")
+    parser.add_argument("--concurrency", type=int, default=2, help="function instances")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    env = load_env_vars(args.env_vars, args.function)
+    with (
+        emulated(args.function, env, args.concurrency) as instances,
+        HttpEndpoint(InvokerPool(instances), port=args.port) as endpoint,
+    ):
+        log.info("serving %s on %s (pid %d)", args.function, endpoint.url, os.getpid())
+        stop.wait()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

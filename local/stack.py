@@ -1,0 +1,629 @@
+"""The whole pipeline on this machine, no Docker: ``python -m local.stack up|down|status|send``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from local.esm import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_ID, DEFAULT_WINDOW_MS
+from local.services import Kafka, Postgres, ServiceError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO_ROOT / "template.yaml"
+LAYER_PYTHON = REPO_ROOT / "layers" / "punk_records" / "python"
+DEFAULT_DIR = REPO_ROOT / ".local"
+DEFAULT_API_PORT = 3000
+TOPIC = "punk-records.events.v1"
+PARTITIONS = 3
+INGEST_FUNCTION = "IngestFunction"
+CONSUMER_FUNCTION = "ConsumerFunction"
+READY_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True, slots=True)
+class MappingSettings:
+    """The consumer's event source mapping as the template declares it (parameter defaults)."""
+
+    group_id: str = DEFAULT_GROUP_ID
+    starting_position: str = "TRIM_HORIZON"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    window_ms: int = DEFAULT_WINDOW_MS
+
+
+def mapping_settings(template: Path = TEMPLATE) -> MappingSettings:
+    """Read the self-managed Kafka mapping of ``template``; Lambda's defaults for what is unset."""
+    from local.emulator import load_template
+
+    data = load_template(template)
+    parameters = data.get("Parameters") or {}
+
+    def value(raw: Any) -> Any:
+        if isinstance(raw, dict) and set(raw) == {"Ref"}:
+            return parameters[raw["Ref"]]["Default"]
+        return raw
+
+    props = next(
+        (
+            res.get("Properties") or {}
+            for res in (data.get("Resources") or {}).values()
+            if res.get("Type") == "AWS::Lambda::EventSourceMapping"
+            and "SelfManagedEventSource" in (res.get("Properties") or {})
+        ),
+        None,
+    )
+    if props is None:
+        raise StackError(f"{template} has no self-managed Kafka event source mapping")
+    defaults = MappingSettings()
+    config = props.get("SelfManagedKafkaEventSourceConfig") or {}
+    window = props.get("MaximumBatchingWindowInSeconds")
+    return MappingSettings(
+        group_id=str(value(config.get("ConsumerGroupId", defaults.group_id))),
+        starting_position=str(value(props.get("StartingPosition", defaults.starting_position))),
+        batch_size=int(value(props.get("BatchSize", defaults.batch_size))),
+        window_ms=defaults.window_ms if window is None else int(value(window)) * 1000,
+    )
+
+
+class StackError(RuntimeError):
+    """A step of ``up`` failed; the message says which and why."""
+
+
+def _say(message: str, end: str = "\n") -> None:
+    print(message, end=end, file=sys.stderr, flush=True)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"(no log at {path})"
+    return f"--- last lines of {path} ---\n" + "\n".join(text)
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def _cmdline(pid: int) -> str | None:
+    """The command line of a live, non-zombie process, else None."""
+    proc = Path("/proc") / str(pid)
+    try:
+        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return None
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return None
+
+
+def _processes() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, parent pid, process group) of every process."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        yield int(entry.name), fields[0], int(fields[1]), int(fields[2])
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    return [pid for pid, state, _, group in _processes() if state != "Z" and group == pgid]
+
+
+# The emulator runs each function instance in a session of its own; this marks its processes.
+_EMULATOR_MARKER = "aws-lambda-rie"
+
+
+def _kill_group(pgid: int, timeout: float) -> None:
+    """SIGTERM process group ``pgid``, SIGKILL whatever is left after ``timeout``."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait
+        while group_members(pgid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pgid, os.WNOHANG)
+            time.sleep(0.1)
+        if not group_members(pgid):
+            return
+
+
+@dataclass
+class Daemon:
+    """A detached background process of the stack: own session, pid file, log file.
+
+    ``marker`` is a string its command line contains, so a recycled pid is never mistaken for
+    it. Stopping it signals its process group. The function emulators it starts run in
+    sessions of their own, so their pids are recorded once it is ready (``record_emulators``)
+    and they are stopped too, even after the daemon itself was killed with SIGKILL.
+    """
+
+    name: str
+    pid_file: Path
+    log_file: Path
+    marker: str
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def _emulators_file(self) -> Path:
+        return self.pid_file.with_suffix(".emulators")
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        cmdline = _cmdline(pid)
+        return pid if cmdline is not None and self.marker in cmdline else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def emulators(self) -> list[int]:
+        """The live emulator processes this daemon started (recorded, or its children now)."""
+        pids = set()
+        with contextlib.suppress(OSError, ValueError):
+            pids |= {int(p) for p in self._emulators_file.read_text().split()}
+        daemon = self.pid()
+        if daemon is not None:
+            pids |= {pid for pid, _, parent, _ in _processes() if parent == daemon}
+        return sorted(p for p in pids if _EMULATOR_MARKER in (_cmdline(p) or ""))
+
+    def record_emulators(self) -> None:
+        self._emulators_file.write_text("".join(f"{pid}\n" for pid in self.emulators()))
+
+    def start(self, args: Sequence[str], env: dict[str, str]) -> int:
+        self._stop_emulators()  # orphans of a previous run that was killed
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        self._proc = proc
+        return proc.pid
+
+    def has_exited(self) -> bool:
+        """True once the process is gone. Just after start() this asks the child handle: until
+        the child has exec'd, its command line is still ours and lacks the marker."""
+        if self._proc is not None:
+            return self._proc.poll() is not None
+        return not self.is_running()
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop the daemon (it stops its emulators), then any emulator left; idempotent."""
+        self.record_emulators()
+        pid = self.pid()
+        if pid is not None:
+            _kill_group(pid, timeout)
+        self._stop_emulators()
+        self.pid_file.unlink(missing_ok=True)
+
+    def _stop_emulators(self) -> None:
+        for pid in self.emulators():
+            _kill_group(pid, 5.0)
+        self._emulators_file.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- the stack
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sample_event() -> dict[str, Any]:
+    """A fresh valid envelope (new ids, current time) for ``send`` and the printed curl."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "schema_version": 1,
+        "ts": datetime.now(UTC).isoformat(timespec="seconds"),
+        "workspace_id": "ws-demo",
+        "satellite_id": "sat-local",
+        "trace_id": str(uuid.uuid4()),
+        "type": "finding.logged",
+        "severity": "low",
+        "confidence": 0.9,
+        "payload": {"summary": "hello from the local stack"},
+    }
+
+
+class Stack:
+    """Kafka, PostgreSQL, the HTTP API + ingest function, and the ESM + consumer function.
+
+    Everything lives under ``root`` (``.local/`` by default): service data, logs, pid files,
+    the generated token and ``stack.env``.
+    """
+
+    def __init__(self, root: Path = DEFAULT_DIR, fast_postgres: bool = False) -> None:
+        self.root = root.resolve()
+        self.logs = self.root / "logs"
+        services = self.root / "services"
+        self.kafka = Kafka(services / "kafka")
+        self.postgres = Postgres(services / "postgres", fast=fast_postgres)
+        self.state_file = self.root / "stack.json"
+        self.env_file = self.root / "stack.env"
+        self.functions_env = self.root / "functions.env.json"
+        self.esm_ready = self.root / "esm.ready"
+        self.api = Daemon("api", self.root / "api.pid", self.logs / "api.log", str(self.root))
+        self.esm = Daemon("esm", self.root / "esm.pid", self.logs / "esm.log", str(self.root))
+
+    # -- state kept across runs
+    def _state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(self.state_file)
+
+    def token(self) -> str:
+        return self._state()["token"]
+
+    def api_port(self) -> int:
+        return int(self._state()["api_port"])
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port()}"
+
+    def ensure_state(self, api_port: int | None) -> None:
+        state = self._state()
+        state.setdefault("token", secrets.token_urlsafe(24))
+        if api_port is not None:
+            state["api_port"] = api_port or _free_port()
+        elif "api_port" not in state:
+            state["api_port"] = DEFAULT_API_PORT if _port_free(DEFAULT_API_PORT) else _free_port()
+        self._save_state(state)
+
+    def environment(self) -> dict[str, str]:
+        """What ``stack.env`` holds."""
+        return {
+            "PUNK_API_URL": self.api_url,
+            "PUNK_API_TOKEN": self.token(),
+            "PUNK_DATABASE_URL": self.postgres.dsn,
+            "PUNK_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "PUNK_KAFKA_TOPIC": TOPIC,
+        }
+
+    def write_files(self) -> None:
+        env = self.environment()
+        self.env_file.write_text(
+            "# Written by `make up`; source it: set -a; . .local/stack.env; set +a\n"
+            + "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
+        )
+        self.env_file.chmod(0o600)
+        # The functions' environment, in the `sam local invoke --env-vars` format.
+        functions = {
+            "Parameters": {
+                "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
+                "KAFKA_TOPIC": TOPIC,
+                "KAFKA_AUTH_MODE": "none",
+                "DATABASE_URL": self.postgres.dsn,
+            },
+            INGEST_FUNCTION: {"API_TOKENS": self.token()},
+            CONSUMER_FUNCTION: {},
+        }
+        self.functions_env.write_text(json.dumps(functions, indent=2) + "\n")
+        self.functions_env.chmod(0o600)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for name, target in (
+            ("kafka.log", self.kafka.log_file),
+            ("postgres.log", self.postgres.log_file),
+        ):
+            link = self.logs / name
+            if not link.is_symlink():
+                link.unlink(missing_ok=True)
+                link.symlink_to(target)
+
+    def _child_env(self) -> dict[str, str]:
+        path = os.pathsep.join(p for p in (str(LAYER_PYTHON), os.environ.get("PYTHONPATH")) if p)
+        return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+    # -- up
+    def up(self, api_port: int | None = None) -> None:
+        """Start (or reuse) every part, wait until each is ready; raise StackError."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.ensure_state(api_port)
+        steps: list[tuple[str, Callable[[], str]]] = [
+            ("Kafka", self._start_kafka),
+            ("PostgreSQL", self._start_postgres),
+            (f"topic {TOPIC}", self._create_topic),
+            ("migrations", self._migrate),
+            ("HTTP API + ingest function", self._start_api),
+            ("event source mapping + consumer function", self._start_esm),
+        ]
+        for number, (what, step) in enumerate(steps, 1):
+            _say(f"[{number}/{len(steps)}] {what} ...")
+            started = time.monotonic()
+            try:
+                outcome = step()
+            except (ServiceError, StackError) as exc:
+                raise StackError(f"{what} failed: {exc}") from None
+            _say(f"      {outcome} ({time.monotonic() - started:.1f}s)")
+
+    def _start_kafka(self) -> str:
+        reused = self.kafka.is_running()
+        self.kafka.start()
+        return f"{'already running' if reused else 'started'} on {self.kafka.bootstrap}"
+
+    def _start_postgres(self) -> str:
+        reused = self.postgres.is_running()
+        self.postgres.start()
+        self.write_files()
+        return f"{'already running' if reused else 'started'} on 127.0.0.1:{self.postgres.port}"
+
+    def _create_topic(self) -> str:
+        self.kafka.create_topic(TOPIC, partitions=PARTITIONS)
+        return f"{PARTITIONS} partitions"
+
+    def _migrate(self) -> str:
+        # In a child with the layer on PYTHONPATH, the way Lambda imports the package.
+        result = subprocess.run(
+            [sys.executable, "-m", "local.migrate"],
+            env={**self._child_env(), "DATABASE_URL": self.postgres.dsn},
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError((result.stdout + result.stderr).strip())
+        return result.stdout.strip()
+
+    def _start_api(self) -> str:
+        url = self.api_url
+        if self.api.is_running():
+            self._wait(self.api, lambda: self._healthy(url), "GET /health to answer 200")
+            return f"already running on {url}"
+        if not _port_free(self.api_port()):
+            raise StackError(
+                f"port {self.api_port()} is taken by another process; "
+                f"free it or change api_port in {self.state_file}"
+            )
+        self.api.start(
+            [
+                "local.http_endpoint",
+                "--port",
+                str(self.api_port()),
+                "--function",
+                INGEST_FUNCTION,
+                "--env-vars",
+                str(self.functions_env),
+            ],
+            self._child_env(),
+        )
+        self._wait(self.api, lambda: self._healthy(url), "GET /health to answer 200")
+        return f"ready on {url}"
+
+    def _start_esm(self) -> str:
+        settings = mapping_settings()
+        where = f"{TOPIC} as group {settings.group_id}"
+        if self.esm.is_running():
+            self._wait(self.esm, self.esm_ready.exists, "partition assignment")
+            return f"already running, polling {where}"
+        self.esm_ready.unlink(missing_ok=True)  # left behind by a poller that was killed
+        self.esm.start(
+            [
+                "local.esm",
+                "--bootstrap-servers",
+                self.kafka.bootstrap,
+                "--topic",
+                TOPIC,
+                "--group-id",
+                settings.group_id,
+                "--starting-position",
+                settings.starting_position,
+                "--batch-size",
+                str(settings.batch_size),
+                "--window-ms",
+                str(settings.window_ms),
+                "--function",
+                CONSUMER_FUNCTION,
+                "--env-vars",
+                str(self.functions_env),
+                "--ready-file",
+                str(self.esm_ready),
+            ],
+            self._child_env(),
+        )
+        self._wait(self.esm, self.esm_ready.exists, "partition assignment")
+        return (
+            f"polling {where} (batch size {settings.batch_size}, "
+            f"window {settings.window_ms} ms, from {settings.starting_position})"
+        )
+
+    def _wait(self, daemon: Daemon, ready: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready():
+            daemon.record_emulators()
+            if daemon.has_exited():
+                raise StackError(f"the {daemon.name} process exited\n{_tail(daemon.log_file)}")
+            if time.monotonic() > deadline:
+                raise StackError(f"no {what} within {READY_TIMEOUT_S}s\n{_tail(daemon.log_file)}")
+            time.sleep(0.2)
+        daemon.record_emulators()
+
+    @staticmethod
+    def _healthy(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:  # noqa: S310 - our URL
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    # -- down / status
+    def down(self) -> None:
+        """Stop everything ``up`` started; idempotent. Data and the token stay."""
+        for daemon in (self.esm, self.api):
+            daemon.stop()
+        self.esm_ready.unlink(missing_ok=True)
+        self.kafka.stop()
+        self.postgres.stop()
+
+    def status(self) -> dict[str, tuple[bool, str]]:
+        """Each part: (running, where)."""
+        port = self._state().get("api_port")
+        api_pid, esm_pid = self.api.pid(), self.esm.pid()
+        return {
+            "kafka": (self.kafka.is_running(), self.kafka.bootstrap),
+            "postgres": (self.postgres.is_running(), self.postgres.dsn),
+            "api": (
+                api_pid is not None,
+                f"http://127.0.0.1:{port}" + (f" (pid {api_pid})" if api_pid else ""),
+            ),
+            "esm": (
+                esm_pid is not None,
+                f"topic {TOPIC}" + (f" (pid {esm_pid})" if esm_pid else ""),
+            ),
+        }
+
+    # -- send
+    def send(self, body: bytes) -> tuple[int, str]:
+        """POST ``body`` to ``/events`` with the stack's token; return (status, response text)."""
+        request = urllib.request.Request(  # noqa: S310 - our own local URL
+            f"{self.api_url}/events",
+            data=body,
+            method="POST",
+            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=35) as response:  # noqa: S310
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+
+def _psql() -> str:
+    if shutil.which("psql"):
+        return "psql"
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))
+    return str(candidates[-1]) if candidates else "psql"
+
+
+def summary(stack: Stack) -> str:
+    env = stack.environment()
+    body = json.dumps(sample_event(), separators=(",", ":"))
+    query = (
+        "SELECT event_id, type, workspace_id, received_at FROM events "
+        "ORDER BY received_at DESC LIMIT 5"
+    )
+    return "\n".join(
+        [
+            "",
+            "Punk Records is up.",
+            f"  API URL       {env['PUNK_API_URL']}",
+            f"  API token     {env['PUNK_API_TOKEN']}",
+            f"  database URL  {env['PUNK_DATABASE_URL']}",
+            f"  Kafka         {env['PUNK_KAFKA_BOOTSTRAP']}  topic {TOPIC}",
+            f"  logs          {stack.logs}/",
+            f"  settings      {stack.env_file}",
+            "",
+            "Send an event:",
+            f"  curl -sS -X POST {env['PUNK_API_URL']}/events \\",
+            f"    -H 'Authorization: Bearer {env['PUNK_API_TOKEN']}' \\",
+            "    -H 'Content-Type: application/json' \\",
+            f"    -d '{body}'",
+            "",
+            "See it in PostgreSQL a moment later:",
+            f"  {_psql()} '{env['PUNK_DATABASE_URL']}' -c '{query}'",
+            "",
+            "Stop everything: make down",
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``up`` / ``down`` / ``status`` / ``send``."""
+    parser = argparse.ArgumentParser(prog="python -m local.stack", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (%(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start or reuse everything, wait until ready")
+    up.add_argument("--api-port", type=int, help=f"default {DEFAULT_API_PORT}, 0 = any free port")
+    up.add_argument("--fast-postgres", action="store_true", help="no fsync (throwaway data)")
+    sub.add_parser("down", help="stop everything up started")
+    sub.add_parser("status", help="say what runs")
+    send = sub.add_parser("send", help="POST a sample event, or a JSON file of events")
+    send.add_argument("file", nargs="?", type=Path, help="one event, an array, or {'events': []}")
+    args = parser.parse_args(argv)
+
+    stack = Stack(args.dir, fast_postgres=getattr(args, "fast_postgres", False))
+    if args.command == "up":
+        started = time.monotonic()
+        try:
+            stack.up(args.api_port)
+        except StackError as exc:
+            _say(f"error: {exc}\n(`make down` stops what did start)")
+            return 1
+        print(summary(stack))
+        _say(f"ready in {time.monotonic() - started:.1f}s")
+        return 0
+    if args.command == "down":
+        stack.down()
+        print("stopped")
+        return 0
+    if args.command == "status":
+        states = stack.status()
+        for name, (running, where) in states.items():
+            print(f"{name:<9} {'running' if running else 'stopped':<8} {where}")
+        print(f"logs in {stack.logs}/")
+        return 0 if all(running for running, _ in states.values()) else 1
+    if not stack.api.is_running():
+        _say("the stack is not running: make up")
+        return 1
+    body = args.file.read_bytes() if args.file else json.dumps(sample_event()).encode()
+    status, text = stack.send(body)
+    print(f"HTTP {status}")
+    with contextlib.suppress(ValueError):
+        text = json.dumps(json.loads(text), indent=2)
+    print(text)
+    return 0 if 200 <= status < 300 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

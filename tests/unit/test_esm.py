@@ -1,0 +1,126 @@
+"""The local event source mapping's event building and partial batch response handling."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from kafka.consumer.fetcher import ConsumerRecord
+
+from local.esm import InvalidBatchResponse, build_event, describe, failed_offsets
+
+
+def kafka_record(
+    value: bytes | None = b"{}",
+    partition: int = 0,
+    offset: int = 0,
+    key: bytes | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+    topic: str = "punk-records.events.v1",
+    timestamp_type: int = 0,
+) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic,
+        partition,
+        0,
+        offset,
+        1795672801234,
+        timestamp_type,
+        key,
+        value,
+        headers or [],
+        None,
+        len(key) if key else -1,
+        len(value) if value else -1,
+        -1,
+    )
+
+
+def test_given_records_of_two_partitions_when_built_then_grouped_by_topic_partition() -> None:
+    records = [kafka_record(partition=0, offset=7), kafka_record(partition=2, offset=3)]
+
+    event = build_event(records, "127.0.0.1:9092,127.0.0.1:9093")
+
+    assert event["eventSource"] == "SelfManagedKafka"
+    assert event["bootstrapServers"] == "127.0.0.1:9092,127.0.0.1:9093"
+    assert "eventSourceArn" not in event
+    assert list(event["records"]) == ["punk-records.events.v1-0", "punk-records.events.v1-2"]
+
+
+def test_given_a_record_when_built_then_fields_match_the_lambda_kafka_event() -> None:
+    record = kafka_record(
+        b'{"a":1}', partition=1, offset=5, key=b"ws-1", headers=[("type", b"ab")], timestamp_type=1
+    )
+
+    (entry,) = build_event([record], "b:1")["records"]["punk-records.events.v1-1"]
+
+    assert entry == {
+        "topic": "punk-records.events.v1",
+        "partition": 1,
+        "offset": 5,
+        "timestamp": 1795672801234,
+        "timestampType": "LOG_APPEND_TIME",
+        "key": base64.b64encode(b"ws-1").decode(),
+        "value": base64.b64encode(b'{"a":1}').decode(),
+        "headers": [{"type": [97, 98]}],
+    }
+
+
+def test_given_a_record_without_key_when_built_then_key_is_null() -> None:
+    (entry,) = build_event([kafka_record(key=None)], "b:1")["records"]["punk-records.events.v1-0"]
+
+    assert entry["key"] is None
+
+
+def test_given_records_of_one_partition_when_built_then_offset_order_is_kept() -> None:
+    records = [kafka_record(offset=n) for n in (3, 4, 5)]
+
+    entries = build_event(records, "b:1")["records"]["punk-records.events.v1-0"]
+
+    assert [e["offset"] for e in entries] == [3, 4, 5]
+
+
+@pytest.mark.parametrize("result", [None, {}, [], {"batchItemFailures": []}, {"other": 1}, "ok"])
+def test_given_an_empty_response_when_interpreted_then_the_whole_batch_succeeded(
+    result: object,
+) -> None:
+    assert failed_offsets(result, [kafka_record()]) == {}
+
+
+def test_given_failures_when_interpreted_then_the_lowest_failed_offset_per_partition_wins() -> None:
+    records = [kafka_record(partition=p, offset=o) for p in (0, 1) for o in (10, 11, 12)]
+    failures = [
+        {"itemIdentifier": {"partition": "punk-records.events.v1-0", "offset": 12}},
+        {"itemIdentifier": {"partition": "punk-records.events.v1-0", "offset": 11}},
+        {"itemIdentifier": {"partition": "punk-records.events.v1-1", "offset": 10}},
+    ]
+
+    failed = failed_offsets({"batchItemFailures": failures}, records)
+
+    assert failed == {("punk-records.events.v1", 0): 11, ("punk-records.events.v1", 1): 10}
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        {"itemIdentifier": {"partition": "punk-records.events.v1-0", "offset": 99}},
+        {"itemIdentifier": {"partition": "punk-records.events.v1-7", "offset": 0}},
+        {"itemIdentifier": {"partition": 0, "offset": 0}},
+        {"itemIdentifier": None},
+        {"itemIdentifier": "punk-records.events.v1-0"},
+        "junk",
+    ],
+)
+def test_given_an_identifier_not_in_the_batch_when_interpreted_then_the_batch_is_invalid(
+    failure: object,
+) -> None:
+    with pytest.raises(InvalidBatchResponse):
+        failed_offsets({"batchItemFailures": [failure]}, [kafka_record(offset=0)])
+
+
+def test_given_a_batch_when_described_then_offset_ranges_per_partition_are_listed() -> None:
+    records = [kafka_record(partition=0, offset=o) for o in (4, 5, 6)] + [
+        kafka_record(partition=2, offset=9)
+    ]
+
+    assert describe(records) == "punk-records.events.v1-0:4..6,punk-records.events.v1-2:9..9"
