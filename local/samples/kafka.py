@@ -130,7 +130,7 @@ POISON_EXPECTED_REASONS = {
     303: "not a valid envelope",
     304: "not a valid envelope",
     305: "record has no value",
-    306: "contains a NUL character",
+    306: "not a valid envelope: payload: contains a NUL character",
 }
 
 
