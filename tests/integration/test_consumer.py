@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import tracemalloc
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 
 import boto3
 import psycopg
@@ -21,35 +17,13 @@ from psycopg.conninfo import conninfo_to_dict
 from local.samples import kafka as samples
 from punk_records import config, store
 from punk_records.errors import StoreUnavailable
+from tests.lambda_util import lambda_context, load_function, sample_event
 
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "events"
 MiB = 1024 * 1024
+app = load_function("consumer")
 
 
-def load_consumer_app() -> ModuleType:
-    """``functions/consumer/app.py`` under a unique module name (every function has an app.py)."""
-    spec = importlib.util.spec_from_file_location(
-        "consumer_app", ROOT / "functions" / "consumer" / "app.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-app = load_consumer_app()
-
-
-@dataclass
-class LambdaContext:
-    function_name: str = "punk-records-consumer"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:consumer"
-    aws_request_id: str = "c0ffee00-0000-4000-8000-000000000002"
-
-
-def event_file(name: str) -> dict:
-    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+CONTEXT = lambda_context("punk-records-consumer")
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, dsn: str) -> None:
@@ -65,7 +39,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, dsn: str) -> None:
 def invoke(db, postgres, monkeypatch) -> Iterator:
     """Call the handler as Lambda would, in a container configured for the test database."""
     configure(monkeypatch, postgres.dsn)
-    yield lambda event: app.handler(event, LambdaContext())
+    yield lambda event: app.handler(event, CONTEXT)
     store.get_store().reset()
     config.get_settings.cache_clear()
     store.get_store.cache_clear()
@@ -78,7 +52,7 @@ def counts(db: psycopg.Connection) -> tuple[int, int]:
 
 
 def sample_records(name: str) -> list[dict]:
-    return [raw for group in event_file(name)["records"].values() for raw in group]
+    return [raw for group in sample_event(name)["records"].values() for raw in group]
 
 
 def carried_event_id(raw: dict) -> str | None:
@@ -106,7 +80,7 @@ def test_every_consumer_sample_has_an_expected_outcome():
 @pytest.mark.parametrize("name", SAMPLES)
 def test_given_sample_event_when_delivered_twice_then_stored_once(invoke, db, name):
     # GIVEN a sample event from events/
-    event = event_file(name)
+    event = sample_event(name)
     expected = EXPECTED[name.split("-", 1)[1].removesuffix(".json")]
     # WHEN the event source mapping delivers it, then redelivers it
     first = invoke(event)
@@ -130,7 +104,7 @@ def test_given_sample_event_when_delivered_twice_then_stored_once(invoke, db, na
 def test_given_payload_with_secret_when_stored_then_only_redacted_payload_is_in_postgres(
     invoke, db
 ):
-    invoke(event_file("msk-batch-valid.json"))
+    invoke(sample_event("msk-batch-valid.json"))
     secret_id = samples.envelope("valid-4").event_id
     (payload,) = db.execute(
         "SELECT payload_json FROM events WHERE event_id = %s", (secret_id,)
@@ -143,7 +117,7 @@ def test_given_payload_with_secret_when_stored_then_only_redacted_payload_is_in_
 
 def test_given_poison_batch_when_stored_then_dead_letters_hold_raw_bytes_and_reasons(invoke, db):
     # GIVEN a batch mixing valid records and every kind of poison record
-    event = event_file("smk-batch-with-poison.json")
+    event = sample_event("smk-batch-with-poison.json")
     # WHEN delivered
     assert invoke(event) == {"batchItemFailures": []}
     # THEN the good ones are events and each bad one is a dead letter, byte for byte
@@ -171,8 +145,8 @@ def test_given_database_stopped_when_batch_arrives_then_fails_and_succeeds_after
     invoke, db, postgres
 ):
     # GIVEN a warm container that already stored a batch
-    invoke(event_file("msk-batch-with-duplicates.json"))
-    event = event_file("msk-batch-valid.json")
+    invoke(sample_event("msk-batch-with-duplicates.json"))
+    event = sample_event("msk-batch-valid.json")
     db.close()
     postgres.stop()
     try:
@@ -195,17 +169,17 @@ def test_given_transient_failure_midway_when_batch_written_then_nothing_is_half_
     # GIVEN a container whose statements give up on a lock after 300 ms, and another session
     # holding dead_letters locked, so the batch fails after its events were inserted
     configure(monkeypatch, postgres.dsn + "?options=-c%20lock_timeout%3D300")
-    event = event_file("msk-batch-with-poison.json")
+    event = sample_event("msk-batch-with-poison.json")
     try:
         with psycopg.connect(postgres.dsn) as blocker:
             blocker.execute("LOCK TABLE dead_letters IN ACCESS EXCLUSIVE MODE")
             # WHEN the batch arrives THEN the invocation fails and none of its events is visible
             with pytest.raises(StoreUnavailable):
-                app.handler(event, LambdaContext())
+                app.handler(event, CONTEXT)
             assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
         assert counts(db) == (0, 0)
         # AND once the lock is gone the redelivered batch is stored whole
-        assert app.handler(event, LambdaContext()) == {"batchItemFailures": []}
+        assert app.handler(event, CONTEXT) == {"batchItemFailures": []}
         assert counts(db) == (2, 6)
     finally:
         store.get_store().reset()
@@ -214,10 +188,10 @@ def test_given_transient_failure_midway_when_batch_written_then_nothing_is_half_
 
 
 def test_given_warm_container_when_invoked_repeatedly_then_one_connection_is_reused(invoke, db):
-    invoke(event_file("smk-batch-valid.json"))
+    invoke(sample_event("smk-batch-valid.json"))
     pid = store.get_store().connection().info.backend_pid
-    invoke(event_file("smk-batch-with-duplicates.json"))
-    invoke(event_file("smk-batch-with-poison.json"))
+    invoke(sample_event("smk-batch-with-duplicates.json"))
+    invoke(sample_event("smk-batch-with-poison.json"))
     assert store.get_store().connection().info.backend_pid == pid
     (ours,) = db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'punk'"
@@ -284,7 +258,7 @@ def test_given_rds_secret_in_secrets_manager_when_batch_arrives_then_stored_with
     parameters.clear_caches()
     try:
         # WHEN a batch arrives THEN it is stored through the connection the secret describes
-        assert app.handler(event_file("smk-batch-valid.json"), LambdaContext()) == {
+        assert app.handler(sample_event("smk-batch-valid.json"), CONTEXT) == {
             "batchItemFailures": []
         }
         assert counts(db) == (5, 0)

@@ -3,42 +3,26 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from punk_records import config, store
 from punk_records.config import Settings
 from punk_records.producer import ProducerCache
 from tests.factories import envelope
-from tests.integration.test_consumer import LambdaContext, app, configure, counts
+from tests.integration.kafka_util import read_topic
+from tests.integration.test_consumer import CONTEXT, app, configure, counts
 
 
 @pytest.fixture
 def invoke(db, postgres, monkeypatch) -> Iterator:
     configure(monkeypatch, postgres.dsn)
-    yield lambda event: app.handler(event, LambdaContext())
+    yield lambda event: app.handler(event, CONTEXT)
     store.get_store().reset()
     config.get_settings.cache_clear()
     store.get_store.cache_clear()
-
-
-def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list:
-    """Every record of ``topic`` from the beginning, until ``expected`` arrived or timeout."""
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, consumer_timeout_ms=1000,
-    )  # fmt: skip
-    records: list = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            records.extend(consumer)
-    finally:
-        consumer.close()
-    return records
 
 
 def as_esm_event(records: list, bootstrap: str) -> dict:
@@ -76,7 +60,7 @@ def test_given_records_from_the_real_broker_when_delivered_then_stored_with_thei
     raw.send(topic, key=b"ws-0", value=b"\xc3\x28 broken UTF-8").get(timeout=10)
     raw.send(topic, key=b"ws-0", value=None).get(timeout=10)
     raw.close()
-    records = read_all(kafka.bootstrap, topic, expected=14)
+    records = read_topic(kafka.bootstrap, topic, expected=14)
     assert len(records) == 14
     event = as_esm_event(records, kafka.bootstrap)
     # WHEN the batch is delivered, and delivered again

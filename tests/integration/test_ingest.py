@@ -6,11 +6,10 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
 
 import punk_records.ingest
 import punk_records.producer
@@ -18,6 +17,8 @@ from local.openapi import load_app
 from local.samples.apigw import DEV_TOKEN, EXPECTED_STATUS, request
 from punk_records.envelope import decode
 from tests.factories import event_dict
+from tests.integration.kafka_util import read_topic
+from tests.lambda_util import lambda_context
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 PRODUCE_TIMEOUT_MS = 2000
@@ -47,37 +48,12 @@ def env(monkeypatch, kafka, postgres, topic) -> Iterator[pytest.MonkeyPatch]:
 
 
 def invoke(app: ModuleType, event: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
-    ctx = SimpleNamespace(
-        function_name="punk-records-ingest",
-        memory_limit_in_mb=256,
-        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:punk-records-ingest",
-        aws_request_id="integration",
-    )
-    response = app.handler(event, ctx)
+    response = app.handler(event, lambda_context("punk-records-ingest"))
     return response["statusCode"], response.get("headers", {}), json.loads(response["body"])
 
 
 def post(body: Any) -> dict[str, Any]:
     return request("POST", "/events", "it", body=json.dumps(body, separators=(",", ":")))
-
-
-def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list:
-    """Every record of ``topic`` from the beginning, until ``expected`` arrived or timeout."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=1000,
-    )
-    records: list = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            records.extend(consumer)
-    finally:
-        consumer.close()
-    return records
 
 
 def test_given_a_single_event_when_posted_then_it_lands_redacted_with_key_and_headers(
@@ -87,7 +63,7 @@ def test_given_a_single_event_when_posted_then_it_lands_redacted_with_key_and_he
     status, _, body = invoke(ingest_app, post(event))
     assert status == 202
     assert body == {"accepted": 1, "event_ids": [event["event_id"]]}
-    (record,) = read_all(kafka.bootstrap, topic, expected=1)
+    (record,) = read_topic(kafka.bootstrap, topic, expected=1)
     stored = decode(record.value)
     assert str(stored.event_id) == event["event_id"]
     assert record.key == event["workspace_id"].encode()
@@ -103,7 +79,7 @@ def test_given_a_batch_when_posted_then_every_event_lands_in_order_per_workspace
     status, _, body = invoke(ingest_app, post({"events": events}))
     assert status == 202
     assert body["accepted"] == 30
-    records = read_all(kafka.bootstrap, topic, expected=30)
+    records = read_topic(kafka.bootstrap, topic, expected=30)
     assert sorted(str(decode(r.value).event_id) for r in records) == sorted(body["event_ids"])
     for ws in ("ws-0", "ws-1", "ws-2"):
         mine = [r for r in records if r.key == ws.encode()]
@@ -120,7 +96,7 @@ def test_given_every_apigw_sample_when_invoked_then_expected_status_and_records(
         status, _, body = invoke(ingest_app, event)
         assert status == expected, (name, body)
     # Only the two accepted samples reached Kafka: one single event and a batch of three.
-    assert len(read_all(kafka.bootstrap, topic, expected=4)) == 4
+    assert len(read_topic(kafka.bootstrap, topic, expected=4)) == 4
 
 
 def test_given_real_dependencies_when_health_is_requested_then_200_with_both_ok(ingest_app, env):
@@ -174,7 +150,7 @@ def test_given_the_broker_stops_when_posting_then_503_in_budget_and_recovery_wit
     again = event_dict()
     status, _, body = invoke(ingest_app, post(again))
     assert status == 202, body
-    records = read_all(kafka.bootstrap, topic, expected=2)
+    records = read_topic(kafka.bootstrap, topic, expected=2)
     landed = {str(decode(r.value).event_id) for r in records}
     assert landed == {warm["event_id"], again["event_id"]}
     # AND health recovers too

@@ -5,29 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from kafka import KafkaConsumer
 
 from punk_records.config import Settings
 from punk_records.envelope import decode
 from punk_records.errors import ProduceError
 from punk_records.producer import ProducerCache
 from tests.factories import envelope
-
-
-def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list:
-    """Every record of ``topic`` from the beginning, until ``expected`` arrived or timeout."""
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, consumer_timeout_ms=1000,
-    )  # fmt: skip
-    records: list = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            records.extend(consumer)
-    finally:
-        consumer.close()
-    return records
+from tests.integration.kafka_util import read_topic
 
 
 def settings_for(bootstrap: str, topic: str, **extra: object) -> Settings:
@@ -44,7 +28,7 @@ def test_given_envelopes_when_produced_then_topic_holds_key_headers_and_value(ka
     producer.produce(envelopes)
     producer.reset()
     # THEN each record carries the design's key, headers and canonical value
-    records = read_all(kafka.bootstrap, topic, expected=10)
+    records = read_topic(kafka.bootstrap, topic, expected=10)
     assert len(records) == 10
     by_id = {str(e.event_id): e for e in envelopes}
     for record in records:

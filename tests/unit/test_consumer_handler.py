@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 
 import boto3
 import pytest
@@ -22,35 +18,13 @@ from psycopg.conninfo import conninfo_to_dict
 from local.samples import kafka as samples
 from punk_records import config, store
 from punk_records.errors import SecretUnavailable, StoreUnavailable
+from tests.lambda_util import lambda_context, load_function, sample_event
 from tests.unit.test_consumer import FakeStore
 
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "events"
+app = load_function("consumer")
 
 
-def load_consumer_app() -> ModuleType:
-    """``functions/consumer/app.py`` under a unique module name (every function has an app.py)."""
-    spec = importlib.util.spec_from_file_location(
-        "consumer_app", ROOT / "functions" / "consumer" / "app.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-app = load_consumer_app()
-
-
-@dataclass
-class LambdaContext:
-    function_name: str = "punk-records-consumer"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:consumer"
-    aws_request_id: str = "c0ffee00-0000-4000-8000-000000000001"
-
-
-def event_file(name: str) -> dict:
-    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+CONTEXT = lambda_context("punk-records-consumer")
 
 
 @pytest.fixture
@@ -90,7 +64,7 @@ def emf_metrics(output: str) -> dict[str, float]:
 @pytest.mark.parametrize("source", ["msk", "smk"])
 def test_given_both_event_sources_when_decoded_then_records_carry_kafka_coordinates(source):
     # GIVEN the valid sample of each event source
-    event = KafkaEvent(event_file(f"{source}-batch-valid.json"))
+    event = KafkaEvent(sample_event(f"{source}-batch-valid.json"))
     # WHEN decoded
     records = app.records(event)
     # THEN every record is there with its coordinates, bytes and timestamp
@@ -132,9 +106,9 @@ def test_given_valid_batch_when_handled_then_all_succeeded_response_and_secret_r
     fake_store, capsys, log_lines
 ):
     # GIVEN the MSK valid batch, one of whose payloads carries a password
-    event = event_file("msk-batch-valid.json")
+    event = sample_event("msk-batch-valid.json")
     # WHEN handled
-    response = app.handler(event, LambdaContext())
+    response = app.handler(event, CONTEXT)
     # THEN the response is the documented "every record succeeded" form
     assert response == {"batchItemFailures": []}
     stored = {str(s.envelope.event_id): s.envelope for s in fake_store.events.values()}
@@ -147,9 +121,9 @@ def test_given_valid_batch_when_handled_then_all_succeeded_response_and_secret_r
 def test_given_batch_when_handled_then_emf_metrics_and_one_batch_log_line(
     fake_store, capsys, log_lines
 ):
-    app.handler(event_file("smk-batch-with-poison.json"), LambdaContext())
+    app.handler(sample_event("smk-batch-with-poison.json"), CONTEXT)
     capsys.readouterr()
-    app.handler(event_file("smk-batch-with-poison.json"), LambdaContext())
+    app.handler(sample_event("smk-batch-with-poison.json"), CONTEXT)
     out = capsys.readouterr().out
     batch_logs = [line for line in log_lines() if line.get("message") == "batch stored"]
     assert len(batch_logs) == 2
@@ -175,7 +149,7 @@ def test_given_store_unavailable_when_handled_then_invocation_fails_so_esm_retri
 ):
     fake_store.fail = True
     with pytest.raises(StoreUnavailable):
-        app.handler(event_file("msk-batch-valid.json"), LambdaContext())
+        app.handler(sample_event("msk-batch-valid.json"), CONTEXT)
     assert emf_metrics(capsys.readouterr().out)["BatchesFailed"] == 1
     (error,) = [line for line in log_lines() if line["level"] == "ERROR"]
     assert (error["error"], error["retriable"]) == ("StoreUnavailable", True)
@@ -189,7 +163,7 @@ def test_given_unexpected_error_when_handled_then_counted_and_raised_without_its
 
     monkeypatch.setattr(fake_store, "write", explode)
     with pytest.raises(RuntimeError):
-        app.handler(event_file("msk-batch-valid.json"), LambdaContext())
+        app.handler(sample_event("msk-batch-valid.json"), CONTEXT)
     assert emf_metrics(capsys.readouterr().out)["BatchesFailed"] == 1
     (error,) = [line for line in log_lines() if line["level"] == "ERROR"]
     assert (error["error"], error["retriable"]) == ("RuntimeError", False)
@@ -199,13 +173,13 @@ def test_given_unexpected_error_when_handled_then_counted_and_raised_without_its
 @pytest.mark.parametrize("name", ["msk-batch-empty.json", "smk-batch-empty.json"])
 def test_given_empty_batch_when_handled_then_success_without_database(fake_store, name):
     fake_store.fail = True  # any write would raise
-    assert app.handler(event_file(name), LambdaContext()) == {"batchItemFailures": []}
+    assert app.handler(sample_event(name), CONTEXT) == {"batchItemFailures": []}
     assert fake_store.writes == 0
 
 
 def test_given_committed_samples_then_they_match_the_generator():
     for name, event in samples.samples().items():
-        assert event_file(name) == event, f"events/{name} is stale: run python -m local.samples"
+        assert sample_event(name) == event, f"events/{name} is stale: run python -m local.samples"
 
 
 def test_given_sample_events_then_shapes_follow_the_esm_contract():
@@ -227,9 +201,9 @@ def test_given_sample_events_then_shapes_follow_the_esm_contract():
 
 
 def test_given_event_source_mapping_event_when_handled_then_event_is_not_modified(fake_store):
-    event = event_file("msk-batch-with-duplicates.json")
+    event = sample_event("msk-batch-with-duplicates.json")
     before = copy.deepcopy(event)
-    app.handler(event, LambdaContext())
+    app.handler(event, CONTEXT)
     assert event == before
 
 
@@ -288,7 +262,7 @@ def test_given_secret_that_cannot_be_read_when_handled_then_invocation_fails_ret
     try:
         # WHEN a batch arrives THEN the invocation fails with a retriable error
         with pytest.raises(SecretUnavailable) as caught:
-            app.handler(event_file("smk-batch-valid.json"), LambdaContext())
+            app.handler(sample_event("smk-batch-valid.json"), CONTEXT)
     finally:
         parameters.clear_caches()
         config.get_settings.cache_clear()

@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from punk_records.errors import ProduceError, SecretUnavailable
 from punk_records.health import DependencyDown
 from punk_records.observability import logger
 from tests.factories import event_dict
+from tests.lambda_util import lambda_context
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 
@@ -87,17 +88,8 @@ def raw_logs() -> Iterator[io.StringIO]:
     handler.setStream(previous)
 
 
-def context() -> SimpleNamespace:
-    return SimpleNamespace(
-        function_name="punk-records-ingest",
-        memory_limit_in_mb=256,
-        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:punk-records-ingest",
-        aws_request_id="c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
-    )
-
-
 def invoke(app: ModuleType, event: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
-    response = app.handler(event, context())
+    response = app.handler(event, lambda_context("punk-records-ingest"))
     return response["statusCode"], response.get("headers", {}), json.loads(response["body"])
 
 
