@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,8 +30,9 @@ BASIC = base64.b64encode(b"deploy:hunter2-long").decode()
 SLACK_HOOK_PATH = "T00000000/B00000000/" + "XXXXXXXXXXXXXXXXXXXXXXXX"
 
 
-def pem(label: str, body: str = PEM_BODY) -> str:
-    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----"
+def pem(label: str, *, truncated: bool = False) -> str:
+    block = f"-----BEGIN {label}-----\n{PEM_BODY}"
+    return block if truncated else f"{block}\n-----END {label}-----"
 
 
 def all_text(value: Any) -> str:
@@ -78,7 +80,7 @@ SECRETS = [
     pytest.param(pem("ENCRYPTED PRIVATE KEY"), PEM_BODY, "private_key", id="pem-encrypted"),
     pytest.param(pem("PGP PRIVATE KEY BLOCK"), PEM_BODY, "private_key", id="pem-pgp"),
     pytest.param(
-        "-----BEGIN RSA PRIVATE KEY-----\n" + PEM_BODY, PEM_BODY, "private_key", id="pem-truncated"
+        pem("RSA PRIVATE KEY", truncated=True), PEM_BODY, "private_key", id="pem-truncated"
     ),
     pytest.param(f"session {JWT} expired", JWT, "jwt", id="jwt"),
     pytest.param(
@@ -339,6 +341,21 @@ def test_given_lookalike_when_redacted_then_unchanged(value: Any):
             id="authorization-label-short-token",
         ),
         pytest.param(
+            '{"Authorization": "Bearer abc"}',
+            '{"Authorization": "Bearer [REDACTED:bearer_token]"}',
+            id="quoted-authorization-keeps-scheme",
+        ),
+        pytest.param(
+            '{"Authorization": "Bearer ' + JWT + '"}',
+            '{"Authorization": "Bearer [REDACTED:jwt]"}',
+            id="quoted-authorization-with-jwt",
+        ),
+        pytest.param(
+            "Authorization=Bearer " + JWT,
+            "Authorization=Bearer [REDACTED:jwt]",
+            id="assigned-authorization-with-jwt",
+        ),
+        pytest.param(
             "Server=db;User Id=app;Password=pw1;Encrypt=True",
             "Server=db;User Id=app;Password=[REDACTED:password];Encrypt=True",
             id="ado-keeps-other-fields",
@@ -362,6 +379,27 @@ def test_given_lookalike_when_redacted_then_unchanged(value: Any):
             "password: hunter2, user: ada",
             "password: [REDACTED:password], user: ada",
             id="colon-field-in-list",
+        ),
+        pytest.param(
+            "password: hunter2 | user: ada",
+            "password: [REDACTED:password] | user: ada",
+            id="colon-field-in-table",
+        ),
+        pytest.param("password=>hunter2", "password=>[REDACTED:password]", id="arrow"),
+        pytest.param(
+            "private_key=" + pem("RSA PRIVATE KEY"),
+            "private_key=[REDACTED:private_key]",
+            id="named-private-key-block",
+        ),
+        pytest.param(
+            "Basic Bearer " + "abc.def-123",
+            "Basic Bearer [REDACTED:bearer_token]",
+            id="rejected-match-hides-nothing",
+        ),
+        pytest.param(
+            pem("RSA PRIVATE KEY") + "ghp_" + GITHUB_BODY,
+            "[REDACTED:private_key][REDACTED:github_token]",
+            id="token-glued-to-key-block",
         ),
     ],
 )
@@ -433,7 +471,7 @@ def test_given_marker_in_key_when_redacted_then_key_name_rule_ignores_the_marker
 
 def test_given_truncated_private_key_before_other_fields_when_redacted_then_all_are_scanned():
     payload = {
-        "a": "-----BEGIN RSA PRIVATE KEY-----\n" + PEM_BODY,
+        "a": pem("RSA PRIVATE KEY", truncated=True),
         "b": "-----END RSA PRIVATE KEY-----",
         "c": "token ghp_" + GITHUB_BODY,
     }
@@ -449,12 +487,30 @@ def test_given_secret_parts_split_over_fields_when_redacted_then_fields_are_not_
     assert redact_payload(payload) == payload
 
 
+# Glued combinations found by fuzzing, where one marker changes what its neighbour looks like.
+GLUED = [
+    pem("EC PRIVATE KEY") + "sk-ant-api03-" + "Qm9n" * 6,
+    "AIza" + "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY" + pem("PRIVATE KEY"),
+    pem("EC PRIVATE KEY") + "Bearer Bearer /clone https://deploy:pw@git.example.com/r.git",
+    f"https://u:-deploy,{AWS_KEY_ID},{AWS_SECRET}@h",
+    "password=>the bearer of this letter",
+    "DB_PWD=p4ss:Basic Bearer sha256:e3b0c44298fc1c149afbf4c8996fb92427",
+    f"{AWS_KEY_ID}{AWS_KEY_ID}{AWS_KEY_ID} and {AWS_KEY_ID}",
+    "password: abc" + pem("PRIVATE KEY"),
+]
+
+
 def corpus() -> list[Any]:
+    """Every test value, one parameter each, plus all secrets at once as values and as keys."""
     texts = [param.values[0] for param in SECRETS]
     return [
-        *texts,
-        *[param.values[0] for param in LOOKALIKES],
-        {"all": texts, "by_key": {text: text for text in texts}},
+        *[pytest.param(param.values[0], id=f"secret-{param.id}") for param in SECRETS],
+        *[pytest.param(param.values[0], id=f"lookalike-{param.id}") for param in LOOKALIKES],
+        *[pytest.param(text, id=f"glued-{number}") for number, text in enumerate(GLUED)],
+        pytest.param(
+            {"all": texts, "by_key": {text: text for text in texts}, "glued": GLUED},
+            id="everything-nested",
+        ),
     ]
 
 
@@ -465,7 +521,7 @@ def test_given_any_value_when_redacted_twice_then_second_pass_changes_nothing(va
 
 
 def test_given_same_input_when_redacted_repeatedly_then_same_output():
-    value = corpus()
+    value = [param.values[0] for param in corpus()]
     results = [redact(copy.deepcopy(value)) for _ in range(3)]
     assert results[0] == results[1] == results[2]
 
@@ -477,3 +533,17 @@ def test_given_input_when_redacted_then_input_is_not_mutated_and_result_is_a_cop
     assert value == before
     assert result["nested"] is not value["nested"]
     assert result["nested"]["list"][1] is not value["nested"]["list"][1]
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["password:", "pwd:a ", "Authorization: Bearer ", "Bearer Bearer ", "://a:", "eyJa.", "="],
+)
+def test_given_hostile_repetition_when_redacted_then_time_stays_linear(unit: str):
+    # GIVEN a 256 KiB string built to make a backtracking pattern go quadratic
+    text = unit * (256 * 1024 // len(unit)) + " x"
+    started = time.perf_counter()
+    # WHEN redacted
+    redact(text)
+    # THEN it takes milliseconds, not minutes (quadratic patterns took over 100 s here)
+    assert time.perf_counter() - started < 2.0

@@ -83,7 +83,7 @@ def _label_names() -> str:
         name = "[-_. ]?".join(words.split()) + ("" if words == "token" else "s?")
         groups.setdefault(name[0], []).append(name[1:])
     for name in _EXACT_SECRET_NAMES:
-        groups.setdefault(name[0], []).append(f"(?<![A-Za-z0-9_.-].){name[1:]}")
+        groups.setdefault(name[0], []).append(f"(?<![A-Za-z0-9_.\\]-].){name[1:]}")
     return "|".join(f"[{c}{c.upper()}](?i:{'|'.join(rest)})" for c, rest in groups.items())
 
 
@@ -98,14 +98,15 @@ def _reversed_label_names() -> str:
 
 @dataclass(frozen=True)
 class _Detector:
-    """One kind of secret: what to find, what replaces it, and where to look first.
+    """One kind of secret: what to find, what replaces a match, and where to look first.
 
-    `gate` finds at least every place `pattern` matches, scanning faster; with `backwards` it
-    runs over the reversed text.
+    `replace` returns None for a match that turns out not to be a secret. `gate` finds at least
+    every place `pattern` matches, scanning faster; with `backwards` it runs over the reversed
+    text.
     """
 
     pattern: re.Pattern[str]
-    replace: Callable[[re.Match[str]], str]
+    replace: Callable[[re.Match[str]], str | None]
     gate: re.Pattern[str]
     backwards: bool
 
@@ -128,20 +129,20 @@ def _aws(match: re.Match[str]) -> str:
     return f"{_marker('aws_access_key_id')}{separator}{_marker('aws_secret_access_key')}"
 
 
-def _sk_key(match: re.Match[str]) -> str:
+def _sk_key(match: re.Match[str]) -> str | None:
     key = match.group()
     # Real keys are random; a kebab-case word chain such as "sk-learn-..." has no digit.
     if not any(char.isdigit() for char in key):
-        return key
+        return None
     return _marker("anthropic_api_key" if key.startswith("sk-ant-") else "openai_api_key")
 
 
-def _scheme(match: re.Match[str]) -> str:
+def _scheme(match: re.Match[str]) -> str | None:
     if match.group("bearer") is not None:
         token = match.group("bearer")
         # "Bearer authentication" is prose: a short all-letter word is not a credential.
         if token.isalpha() and len(token) < 20:
-            return match.group()
+            return None
         return _mask(match, "bearer", _marker("bearer_token"))
     credential = match.group("basic")
     # A Basic credential is base64 of "user:password"; anything else is a word in prose.
@@ -149,9 +150,9 @@ def _scheme(match: re.Match[str]) -> str:
         padded = credential + "=" * (-len(credential) % 4)
         plain = binascii.a2b_base64(padded, strict_mode=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        return match.group()
+        return None
     if ":" not in plain or not plain.isprintable():
-        return match.group()
+        return None
     return _mask(match, "basic", _marker("basic_auth"))
 
 
@@ -159,7 +160,8 @@ _SCHEME_KINDS = {"bearer": "bearer_token", "basic": "basic_auth"}
 
 
 def _label(match: re.Match[str]) -> str:
-    group = "quoted" if match.group("quoted") is not None else "bare"
+    groups = ("quoted", "credential", "field", "bare")
+    group = next(name for name in groups if match.group(name) is not None)
     scheme = (match.group("scheme") or "").strip().lower()
     kind = _SCHEME_KINDS.get(scheme) or _name_kind(match.group("name")) or "secret"
     return _mask(match, group, _marker(kind))
@@ -167,7 +169,7 @@ def _label(match: re.Match[str]) -> str:
 
 def _detector(
     pattern: str,
-    replace: Callable[[re.Match[str]], str],
+    replace: Callable[[re.Match[str]], str | None],
     gate: str | None = None,
     *,
     backwards: bool = False,
@@ -175,12 +177,51 @@ def _detector(
     return _Detector(re.compile(pattern), replace, re.compile(gate or pattern), backwards)
 
 
-# Applied in this order, each to the result of the previous one: specific kinds first, so that
-# `GITHUB_TOKEN=ghp_...` says github_token and later detectors skip what is already a marker.
-# Every pattern starts with a literal (the word-boundary lookbehind comes after it) so that the
-# regex engine can skip ahead fast; none matches inside a marker or across a line break, except
-# private_key, whose block spans lines.
+# Applied in this order, each to what the previous ones left. Patterns start with a literal or
+# a small character class and check the word boundary after it, so that the regex engine skips
+# ahead fast. For those boundaries a marker counts as part of a word ("]" before a token, "["
+# after it), so a marker never exposes a neighbour that the replaced text shielded and a second
+# pass finds nothing. Tokens come first, so that a private key's marker never sits where its
+# "-----" (no boundary for a token) was; the private key precedes the URL and name rules, which
+# would take its first line for a value; the name rule comes last, so that `GITHUB_TOKEN=ghp_...`
+# says github_token. Only the private key matches across a line break (see `_redact_strings`).
 _DETECTORS: tuple[_Detector, ...] = (
+    _detector(
+        r"eyJ(?<![A-Za-z0-9_\]-]eyJ)[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+        r"(?:\.[A-Za-z0-9_-]+){0,2}",
+        _whole("jwt"),
+    ),
+    _detector(
+        r"A(?<![A-Za-z0-9\]]A)[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9\[])"
+        # A 40-character secret key right next to its key id (CSV exports, env listings).
+        r"(?:[^A-Za-z0-9/+\n]{1,8}(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=\[]))?",
+        _aws,
+    ),
+    _detector(
+        r"AIza(?<![A-Za-z0-9_\]-]AIza)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_\[-])",
+        _whole("google_api_key"),
+    ),
+    _detector(
+        r"g(?<![A-Za-z0-9\]]g)(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})",
+        _whole("github_token"),
+    ),
+    _detector(r"glpat-(?<![A-Za-z0-9\]]glpat-)[A-Za-z0-9_-]{20,}", _whole("gitlab_token")),
+    _detector(r"xox(?<![A-Za-z0-9\]]xox)[abeprs]-[A-Za-z0-9-]{10,}", _whole("slack_token")),
+    _detector(
+        r"[rs]k_(?<![A-Za-z0-9\]][rs]k_)(?:live|test)_[A-Za-z0-9]{10,}",
+        _whole("stripe_key"),
+        gate=r"k_(?:live|test)_",
+    ),
+    _detector(
+        r"whsec_(?<![A-Za-z0-9\]]whsec_)[A-Za-z0-9+/=]{20,}", _whole("stripe_webhook_secret")
+    ),
+    _detector(r"sk-(?<![A-Za-z0-9_\]-]sk-)[A-Za-z0-9_-]{20,}", _sk_key),
+    _detector(
+        r"[Bb](?<![A-Za-z0-9\]].)(?i:earer[ \t]+"
+        r"(?P<bearer>[A-Za-z0-9_~+/-](?:[A-Za-z0-9._~+/-]*[A-Za-z0-9_~+/=-])?)"
+        r"|asic[ \t]+(?P<basic>[A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=\[]))",
+        _scheme,
+    ),
     _detector(
         r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
         # A block cut short (truncated log line) is redacted to the end of the string.
@@ -188,92 +229,33 @@ _DETECTORS: tuple[_Detector, ...] = (
         _whole("private_key"),
     ),
     _detector(
-        r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
-        r"(?:\.[A-Za-z0-9_-]+){0,2}",
-        _whole("jwt"),
-    ),
-    _detector(
-        r"A(?<![A-Za-z0-9]A)[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])"
-        # A 40-character secret key right next to its key id (CSV exports, env listings).
-        r"(?:[^A-Za-z0-9/+\n]{1,8}(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=]))?",
-        _aws,
-    ),
-    _detector(
-        r"AIza(?<![A-Za-z0-9_-]AIza)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])", _whole("google_api_key")
-    ),
-    _detector(
-        r"g(?<![A-Za-z0-9]g)(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})",
-        _whole("github_token"),
-    ),
-    _detector(r"glpat-(?<![A-Za-z0-9]glpat-)[A-Za-z0-9_-]{20,}", _whole("gitlab_token")),
-    _detector(r"xox(?<![A-Za-z0-9]xox)[abeprs]-[A-Za-z0-9-]{10,}", _whole("slack_token")),
-    _detector(
         r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9/_-]+)",
         lambda match: _mask(match, "path", _marker("slack_webhook")),
     ),
     _detector(
-        r"[rs]k_(?<![A-Za-z0-9][rs]k_)(?:live|test)_[A-Za-z0-9]{10,}",
-        _whole("stripe_key"),
-        gate=r"k_(?:live|test)_",
-    ),
-    _detector(r"whsec_(?<![A-Za-z0-9]whsec_)[A-Za-z0-9+/=]{20,}", _whole("stripe_webhook_secret")),
-    _detector(r"sk-(?<![A-Za-z0-9_-]sk-)[A-Za-z0-9_-]{20,}", _sk_key),
-    _detector(
-        r"[Bb](?<![A-Za-z0-9].)(?i:earer[ \t]+"
-        r"(?P<bearer>[A-Za-z0-9_~+/-](?:[A-Za-z0-9._~+/-]*[A-Za-z0-9_~+/=-])?)"
-        r"|asic[ \t]+(?P<basic>[A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=]))",
-        _scheme,
-    ),
-    _detector(
         # The user part is kept; it may already hold a marker (https://<token>:x@host).
         rf"://(?P<user>(?:\[REDACTED:[a-z_]+\]|[^\s:/?#\[\]])*):{_NOT_MARKER}"
-        r"[^\s/?#\"'<>]+@",
+        r"[^\s/?#\"'<>\[\]]+@",
         lambda match: f"://{match.group('user')}:{_marker('password')}@",
     ),
     _detector(
-        rf"(?P<name>{_label_names()})(?:\\?[\"'])?[ \t]*"
-        r"(?:=>|:=|=|(?P<colon>:))(?![=:])[ \t]*(?P<scheme>(?i:bearer|basic|token)[ \t]+)?"
-        rf"(?:\\?[\"']{_NOT_MARKER}(?P<quoted>[^\"'\\\r\n]+)"
-        rf"|{_NOT_MARKER}(?!(?i:null|none|true|false)(?![^\s\"'\\,;&]))"
-        r"(?P<bare>[^\s\"'\\,;&]+)"
-        # After "name:" only a whole field counts, so that "Forgot password: click here"
-        # keeps its words while "password: hunter2" does not.
-        r"(?(colon)(?=[ \t]*(?:[\r\n\"',;)}\]\\]|$))))",
+        rf"(?P<name>{_label_names()})(?:\\?[\"'])?[ \t]*(?>=>|:=|=|(?P<colon>:))(?![=:])[ \t]*"
+        # A scheme word stays (possessive: "Bearer [REDACTED:jwt]" is done, not a new value).
+        r"(?P<quote>\\?[\"'])?(?P<scheme>(?i:bearer|basic|token)[ \t]+)?+"
+        rf"{_NOT_MARKER}(?(quote)(?P<quoted>[^\"'\\\r\n]+)"
+        r"|(?!(?i:null|none|true|false)(?![^\s\"'\\,;&]))"
+        # After "name:" without a scheme only a whole field counts, so that "Forgot password:
+        # click here" keeps its words while "password: hunter2" does not. The field is bounded
+        # and possessive so that a hostile "password:password:..." costs linear, not quadratic.
+        r"(?(colon)(?(scheme)(?P<credential>[^\s\"'\\,;&]++)"
+        r"|(?P<field>[^\s\"'\\,;&]{1,256}+)(?= *(?:[\t\r\n\"',;|)}\]\\]|$)))"
+        r"|(?P<bare>[^\s\"'\\,;&]++)))",
         _label,
         # Forward, every position tries every name; backwards, the rare "=" or ":" comes first.
         gate=rf"[=:][ \t]*(?:[\"']\\?)?{_reversed_label_names()}",
         backwards=True,
     ),
 )
-
-
-def _scan(strings: list[str]) -> dict[str, list[_Detector]]:
-    """For each string that may hold a secret, the detectors to run on it, in order.
-
-    One search per detector over all strings joined by line breaks: no detector matches across
-    a line break, so a match that would exist in one string shows up here too.
-    """
-    forwards = "\n".join(strings)
-    backwards = forwards[::-1]
-    size = len(forwards)
-    starts: list[int] = []
-    found: dict[str, list[_Detector]] = {}
-    for detector in _DETECTORS:
-        text = backwards if detector.backwards else forwards
-        if detector.gate.search(text) is None:  # the usual case, and the cheapest call
-            continue
-        if not starts:
-            starts = list(accumulate((len(string) + 1 for string in strings[:-1]), initial=0))
-        for match in detector.gate.finditer(text):
-            start, end = match.span()
-            if detector.backwards:
-                start, end = size - end, size - start
-            first, last = bisect_right(starts, start) - 1, bisect_right(starts, end - 1) - 1
-            for string in strings[first : last + 1]:
-                flagged = found.setdefault(string, [])
-                if not flagged or flagged[-1] is not detector:
-                    flagged.append(detector)
-    return found
 
 
 def _collect(value: Any, strings: list[str]) -> None:
@@ -289,18 +271,65 @@ def _collect(value: Any, strings: list[str]) -> None:
             _collect(item, strings)
 
 
-def _redact_text(text: str, found: dict[str, list[_Detector]]) -> str:
-    for detector in found.get(text, ()):
-        text = detector.pattern.sub(detector.replace, text)
-    return text
+def _apply(detector: _Detector, text: str) -> str:
+    """`text` with every match of `detector` replaced, left to right.
+
+    Unlike ``re.sub``, a match that turns out not to be a secret ("Basic Bearer") does not hide
+    the matches that start inside it ("Bearer <token>").
+    """
+    parts: list[str] = []
+    kept = position = 0
+    while match := detector.pattern.search(text, position):
+        replacement = detector.replace(match)
+        if replacement is None:
+            position = match.start() + 1
+            continue
+        parts += (text[kept : match.start()], replacement)
+        kept = position = match.end()
+    return "".join(parts) + text[kept:] if parts else text
 
 
-def _secret_marker(value: Any, kind: str, found: dict[str, list[_Detector]]) -> str:
+def _redact_strings(strings: list[str]) -> dict[str, str]:
+    """The redacted form of every string in `strings` that holds a secret.
+
+    Each detector first searches all strings at once, joined by line breaks (a match inside one
+    string shows up there too; a private key spanning lines flags every string it covers), then
+    runs on the strings it flagged, as the detectors before it left them.
+    """
+    originals = list(dict.fromkeys(strings))
+    current = originals.copy()
+    changed: set[int] = set()
+    joined: str | None = None
+    starts: list[int] = []
+    for detector in _DETECTORS:
+        if joined is None:
+            joined = "\n".join(current)
+            starts = []
+        text = joined[::-1] if detector.backwards else joined
+        first_match = detector.gate.search(text)  # usually None: the cheapest call
+        if first_match is None:
+            continue
+        if not starts:
+            starts = list(accumulate((len(string) + 1 for string in current[:-1]), initial=0))
+        flagged: set[int] = set()
+        for match in detector.gate.finditer(text, first_match.start()):
+            start, end = match.span()
+            if detector.backwards:
+                start, end = len(text) - end, len(text) - start
+            flagged.update(range(bisect_right(starts, start) - 1, bisect_right(starts, end - 1)))
+        for index in flagged:
+            result = _apply(detector, current[index])
+            if result != current[index]:
+                current[index] = result
+                changed.add(index)
+                joined = None
+    return {originals[index]: current[index] for index in changed}
+
+
+def _secret_marker(value: Any, kind: str, redacted: dict[str, str]) -> str:
     """The marker for a value known to be secret: its detected kind if it is one secret."""
-    if isinstance(value, str):
-        detected = _redact_text(value, found)
-        if _MARKER.fullmatch(detected):
-            return detected
+    if isinstance(value, str) and _MARKER.fullmatch(redacted.get(value, "")):
+        return redacted[value]
     return _marker(kind)
 
 
@@ -311,20 +340,20 @@ def _carries_data(value: Any) -> bool:
     return not isinstance(value, str | list | dict) or bool(value)
 
 
-def _copy(value: Any, found: dict[str, list[_Detector]]) -> Any:
+def _copy(value: Any, redacted: dict[str, str]) -> Any:
     if isinstance(value, str):
-        return _redact_text(value, found) if value in found else value
+        return redacted.get(value, value)
     if isinstance(value, dict):
         result: dict[Any, Any] = {}
         for key, item in value.items():
             kind = None
             if isinstance(key, str):
-                key = _redact_text(key, found) if key in found else key
+                key = redacted.get(key, key)
                 kind = _name_kind(key)
             if kind and _carries_data(item):
-                item = _secret_marker(item, kind, found)
+                item = _secret_marker(item, kind, redacted)
             else:
-                item = _copy(item, found)
+                item = _copy(item, redacted)
             if key in result:
                 # Two keys redacted to the same text: keep both, numbered in input order.
                 number = 2
@@ -334,20 +363,21 @@ def _copy(value: Any, found: dict[str, list[_Detector]]) -> Any:
             result[key] = item
         return result
     if isinstance(value, list):
-        return [_copy(item, found) for item in value]
+        return [_copy(item, redacted) for item in value]
     return value
 
 
 def redact(value: Any) -> Any:
     """Return a redacted deep copy of a JSON-like value; the input is never mutated.
 
-    Secrets in strings (dict keys included) become markers such as ``[REDACTED:jwt]``. The
-    value of a secret-named key (see ``_SECRET_NAMES``) becomes one marker unless it is None,
-    a boolean or empty. Redacting twice changes nothing; other types are returned as they are.
+    Detected secrets in strings, dict keys included, become ``[REDACTED:<kind>]`` markers. A
+    secret-named key (rule above ``_SECRET_NAMES``) has its whole value replaced unless that
+    value is None, a boolean or empty. Deterministic and idempotent; tuples and other non-JSON
+    types are returned as they are.
     """
     strings: list[str] = []
     _collect(value, strings)
-    return _copy(value, _scan(strings) if strings else {})
+    return _copy(value, _redact_strings(strings) if strings else {})
 
 
 def redact_payload(payload: dict[str, Any]) -> dict[str, Any]:
