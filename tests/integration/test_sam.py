@@ -128,6 +128,9 @@ def test_given_a_build_then_the_layer_holds_the_package_and_no_development_depen
     assert development  # pytest, moto, ruff, ... : the check below means something
     assert runtime <= installed
     assert not installed & development
+    # The Lambda runtime provides the AWS SDK; the layer must not shadow it.
+    assert not installed & {"boto3", "botocore", "s3transfer"}
+    assert not (site / "botocore").exists()
     assert not (site / "bin").exists()
     source = ROOT / "layers" / "punk_records" / "python" / "punk_records"
     expected = {
