@@ -10,11 +10,12 @@ SAM := $(SAM_VENV)/bin/sam
 ARCH ?= arm64
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export SAM_CLI_TELEMETRY := 0
 # The layer package is imported exactly as in Lambda, where /opt/python is on the path.
 export PYTHONPATH := $(CURDIR)/layers/punk_records/python:$(CURDIR)
 
 .PHONY: help venv sam-venv prepare test unit lint format samples openapi build validate migrate \
-	up down status send clean
+	up down status send clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +81,9 @@ status: venv ## say what runs
 
 send: venv ## POST a sample event (or FILE=events.json) to the local API, print the answer
 	@$(PY) -m local.stack send $(FILE)
+
+bench: prepare sam-venv ## benchmarks: table, bench/results.json, docs/benchmarks.md (BENCH_ARGS=--quick)
+	@$(PY) -m bench $(BENCH_ARGS)
 
 clean: down ## stop services and delete local state (keeps download caches)
 	rm -rf .local .aws-sam

@@ -415,7 +415,12 @@ class Kafka:
                 while _pid_alive(pid, str(self._config)):
                     time.sleep(0.05)
         if self._proc is not None:
-            self._proc.wait()
+            # Reap our child; never wait unbounded if the pid file pointed somewhere else.
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
             self._proc = None
         self.pid_file.unlink(missing_ok=True)
 

@@ -52,6 +52,42 @@ def test_given_batch_with_duplicates_when_written_then_each_event_stored_once(db
     assert db.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (5, 5)
 
 
+def test_given_new_batch_when_written_then_copied_straight_into_events(db, postgres):
+    # GIVEN a connection that never wrote a batch, and events never stored
+    batch = [StoredEvent(envelope(), "t", 0, i) for i in range(3)]
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        # WHEN they are written
+        result = write_batch(conn, batch)
+        # THEN all were inserted without the deduplicating staging table
+        staging = conn.execute("SELECT to_regclass('pg_temp.events_staging')").fetchone()
+    assert (result.inserted, result.duplicates) == (3, 0)
+    assert staging == (None,)
+
+
+def test_given_redelivered_batch_with_dead_letter_when_written_then_both_kept_once(db):
+    # GIVEN a batch of events and a poison record that was already written once
+    batch = [StoredEvent(envelope(), "t", 0, i) for i in range(3)]
+    letter = DeadLetter(b"{", None, "t", 0, 3, "not JSON")
+    write_batch(db, batch[:2], [letter])
+    # WHEN the whole batch comes again (the direct COPY fails on the first stored event_id)
+    result = write_batch(db, batch, [letter])
+    # THEN only the new event is added, in the same transaction as the (deduplicated) letter
+    assert (result.inserted, result.duplicates, result.dead_lettered) == (1, 2, 0)
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (3,)
+    assert db.execute("SELECT count(*) FROM dead_letters").fetchone() == (1,)
+
+
+def test_given_events_as_a_one_shot_iterator_when_some_are_stored_then_all_are_counted(db):
+    # GIVEN 4 events produced one by one (as the consumer streams them), 2 already stored
+    batch = [StoredEvent(envelope(), "t", 0, i) for i in range(4)]
+    write_batch(db, batch[:2])
+    # WHEN the iterator is written (the direct COPY fails and the rows are sent again)
+    result = write_batch(db, iter(batch))
+    # THEN the events the failed COPY had read are not lost
+    assert (result.inserted, result.duplicates) == (2, 2)
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (4,)
+
+
 def test_given_event_when_stored_then_columns_hold_the_normalised_envelope(db):
     env = envelope(payload={"k": [1, "two"]})
     write_batch(db, [StoredEvent(env, "topic-a", 2, 42)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pytest
 
@@ -24,13 +24,14 @@ class FakeStore:
         self.writes = 0
 
     def write(
-        self, events: Sequence[StoredEvent], dead_letters: Sequence[DeadLetter] = ()
+        self, events: Iterable[StoredEvent], dead_letters: Sequence[DeadLetter] = ()
     ) -> WriteResult:
         self.writes += 1
         if self.fail:
             raise StoreUnavailable("batch write failed: connection refused")
-        inserted = dead = 0
-        for item in events:
+        inserted = dead = received = 0
+        for item in events:  # read once, before the dead letters, as the real store does
+            received += 1
             key = str(item.envelope.event_id)
             if key not in self.events:
                 self.events[key] = item
@@ -40,7 +41,7 @@ class FakeStore:
             if coords not in self.letters:
                 self.letters[coords] = letter
                 dead += 1
-        return WriteResult(inserted, len(events) - inserted, dead)
+        return WriteResult(inserted, received - inserted, dead)
 
 
 def kafka_record(

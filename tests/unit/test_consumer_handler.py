@@ -66,7 +66,7 @@ def test_given_both_event_sources_when_decoded_then_records_carry_kafka_coordina
     # GIVEN the valid sample of each event source
     event = KafkaEvent(sample_event(f"{source}-batch-valid.json"))
     # WHEN decoded
-    records = app.records(event)
+    records = list(app.records(event))
     # THEN every record is there with its coordinates, bytes and timestamp
     assert [(r.topic, r.partition, r.offset) for r in records] == [
         (samples.TOPIC, 0, 100),

@@ -16,6 +16,7 @@ from punk_records.envelope import (
     decode,
     parse_batch,
     parse_event,
+    plain_json,
 )
 from punk_records.errors import InvalidEnvelope
 from tests.factories import event_dict
@@ -247,3 +248,36 @@ def test_given_clean_payload_when_redacted_then_same_object():
 def test_given_uuid_objects_when_parsed_then_accepted():
     env = parse_event(event_dict(event_id=uuid.uuid4(), trace_id=uuid.uuid4()))
     assert isinstance(env.event_id, uuid.UUID)
+
+
+def _deep_text(depth: int, before: str = "") -> str:
+    return json.dumps({"note": before, "payload": nested(depth)})
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        pytest.param(json.dumps([event_dict(), event_dict()]), True, id="plain-batch"),
+        pytest.param(_deep_text(MAX_PAYLOAD_DEPTH - 1), True, id="64-levels-counting-the-envelope"),
+        pytest.param(_deep_text(MAX_PAYLOAD_DEPTH), False, id="65-levels-counting-the-envelope"),
+        # Closing brackets inside a string must not hide the nesting that follows.
+        pytest.param(_deep_text(MAX_PAYLOAD_DEPTH, "]}" * 40), False, id="brackets-in-string"),
+        pytest.param(_deep_text(3, '\\" ]]]] {{ \\'), True, id="escaped-quotes-in-string"),
+        pytest.param('{"a": "x\\u0000y"}', False, id="nul-escape"),
+        pytest.param('{"a": "\\ud800"}', False, id="lone-surrogate-escape"),
+        pytest.param('{"a": "\\uDFFF"}', False, id="upper-case-surrogate-escape"),
+        pytest.param('{"\\u0000": 1}', False, id="nul-in-a-key"),
+        pytest.param('{"a": "\\u00e9"}', True, id="harmless-escape"),
+        pytest.param("42", True, id="not-a-container"),
+    ],
+)
+def test_given_json_text_when_checked_then_plain_only_if_no_payload_walk_can_fail(text, plain):
+    assert plain_json(text, json.loads(text)) is plain
+    # A plain verdict must never skip an error the walk would have reported.
+    if plain:
+        document = json.loads(text)
+        items = document if isinstance(document, list) else [document]
+        for item in (i for i in items if isinstance(i, dict)):
+            payload = item.get("payload", {})
+            data = {**event_dict(), "payload": payload}
+            assert parse_event(data, plain_json=True) == parse_event(data)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from punk_records.redaction import REDACTED_PREFIX, redact, redact_payload
+from punk_records.redaction import REDACTED_PREFIX, redact, redact_if_needed, redact_payload
 
 # Fake credentials, assembled so that the repository holds nothing a secret scanner would flag.
 AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"  # AWS documentation example
@@ -547,3 +547,43 @@ def test_given_hostile_repetition_when_redacted_then_time_stays_linear(unit: str
     redact(text)
     # THEN it takes milliseconds, not minutes (quadratic patterns took over 100 s here)
     assert time.perf_counter() - started < 2.0
+
+
+# ------------------------------------------------------------- redact_if_needed (the hot path)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"summary": "disk usage above 90%", "tags": ["prod"], "n": 3}, id="clean"),
+        pytest.param(
+            {"max_tokens": 512, "primary_key": "id", "note": "Bearer auth"}, id="look-alikes"
+        ),
+        pytest.param({}, id="empty"),
+    ],
+)
+def test_given_nothing_to_redact_when_checked_then_none_and_no_copy(payload):
+    assert redact(payload) == payload
+    assert redact_if_needed(payload) is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"note": f"token {JWT} leaked"}, id="jwt-in-text"),
+        pytest.param({"headers": {"Authorization": f"Basic {BASIC}"}}, id="basic-in-a-secret-key"),
+        pytest.param({"log": f"curl -H 'authorization: BASIC {BASIC}'"}, id="upper-case-scheme"),
+        # Not ASCII: (?i:) also matches the long s, which str.lower() leaves alone.
+        pytest.param({"log": f"Authorization: BA\u017fIC {BASIC}"}, id="long-s-scheme"),
+        pytest.param({"db_password": "hunter2"}, id="secret-named-key"),
+        pytest.param({"nested": [{"x": AWS_KEY_ID}]}, id="nested-aws-key-id"),
+        pytest.param({"password": "[REDACTED:password]"}, id="already-redacted"),
+        # Secret-named keys are enough for a copy, even when they hold nothing to hide.
+        pytest.param({"password": None, "token": "", "secret": False}, id="secret-names-no-data"),
+    ],
+)
+def test_given_a_secret_when_checked_then_the_same_as_redact(payload):
+    result = redact_if_needed(payload)
+    assert result is not None
+    assert result == redact(payload)
+    assert result is not payload

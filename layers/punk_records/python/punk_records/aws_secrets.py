@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters.exceptions import (
-    GetParameterError,
-    TransformParameterError,
-)
-
 from punk_records.errors import SecretUnavailable
+from punk_records.observability import trace_library
 
 # Short enough that a rotated secret is picked up within minutes, long enough to cost nothing.
 SECRET_CACHE_SECONDS = 60
@@ -18,6 +13,15 @@ SECRET_CACHE_SECONDS = 60
 
 def read_json_secret(arn: str, max_age: int = SECRET_CACHE_SECONDS) -> dict[str, Any]:
     """The JSON object stored in secret ``arn``; raise SecretUnavailable (never with its value)."""
+    # Imported here, not at module level: Powertools Parameters loads boto3 (~100 ms of cold
+    # start), which only a function with a secret ARN configured ever needs.
+    trace_library("botocore")
+    from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.exceptions import (
+        GetParameterError,
+        TransformParameterError,
+    )
+
     try:
         value = parameters.get_secret(arn, transform="json", max_age=max_age)
     except (GetParameterError, TransformParameterError) as exc:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from pydantic_core import to_json
@@ -125,38 +126,33 @@ def consume(
 ) -> BatchOutcome:
     """Store a batch: valid records as events, poison records as dead letters, one transaction.
 
-    Poison never raises. Raise StoreUnavailable (retriable) when nothing could be committed;
-    the caller must then let the whole batch be redelivered, which the dedupe keys make safe.
+    Records are classified while their rows stream to the store, so PostgreSQL works on the
+    first rows while the last ones are still being decoded. Poison never raises. Raise
+    StoreUnavailable (retriable) when nothing could be committed; the caller must then let the
+    whole batch be redelivered, which the dedupe keys make safe.
     """
     started = time.perf_counter()
-    events: list[StoredEvent] = []
     letters: list[DeadLetter] = []
     sample: list[dict[str, Any]] = []
     ranges: dict[str, list[int]] = {}
-    with _collector_paused():
+
+    def events() -> Iterator[StoredEvent]:
         for record in records:
             _extend_range(ranges, record)
             try:
-                events.append(classify(record, max_payload_bytes))
+                yield classify(record, max_payload_bytes)
             except InvalidEnvelope as exc:
-                why = reason(record, exc)
-                letters.append(
-                    DeadLetter(
-                        record.value, record.key, record.topic, record.partition, record.offset, why
-                    )
-                )
-                if len(sample) < _MAX_POISON_LISTED:
-                    sample.append(
-                        {
-                            "partition": _partition_key(record),
-                            "offset": record.offset,
-                            "reason": why,
-                        }
-                    )
+                letters.append(_dead_letter(record, exc, sample))
 
-    result = store.write(events, letters) if events or letters else WriteResult(0, 0, 0)
+    with _collector_paused():
+        stream = events()
+        first = next(stream, None)  # an empty batch needs no store (nor its connection)
+        if first is None and not letters:
+            result = WriteResult(0, 0, 0)
+        else:
+            result = store.write(chain([first] if first else [], stream), letters)
     return BatchOutcome(
-        received=len(events) + len(letters),
+        received=result.inserted + result.duplicates + len(letters),
         inserted=result.inserted,
         duplicates=result.duplicates,
         poison=len(letters),
@@ -167,11 +163,21 @@ def consume(
     )
 
 
+def _dead_letter(
+    record: KafkaRecord, exc: InvalidEnvelope, sample: list[dict[str, Any]]
+) -> DeadLetter:
+    """The dead letter for a poison record; the first few also go into ``sample``."""
+    why = reason(record, exc)
+    if len(sample) < _MAX_POISON_LISTED:
+        sample.append({"partition": _partition_key(record), "offset": record.offset, "reason": why})
+    return DeadLetter(record.value, record.key, record.topic, record.partition, record.offset, why)
+
+
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a batch is classified.
+    """Pause the cyclic garbage collector while a batch is classified and written.
 
-    Classification allocates objects that all survive until the write, so the collector's
+    Classification allocates objects that all survive until the commit, so the collector's
     passes rescan a growing heap for nothing: at 10,000 records they cost a quarter of the CPU
     time (measured 49 -> 36 us per record). Reference counting still frees everything acyclic;
     the collector resumes right after.

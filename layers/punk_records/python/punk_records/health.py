@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError, KafkaTimeoutError
@@ -22,7 +22,9 @@ from punk_records.config import Settings, get_settings
 from punk_records.errors import ConfigurationError, SecretUnavailable, StoreUnavailable
 from punk_records.observability import logger
 from punk_records.producer import security_options
-from punk_records.store import get_store
+
+if TYPE_CHECKING:
+    from punk_records.store import EventStore
 
 # Seconds each check may take. Checks run in parallel, so /health answers within about this.
 CHECK_TIMEOUT_S = 2.0
@@ -113,6 +115,14 @@ def get_kafka_probe() -> KafkaProbe:
 def check_kafka() -> None:
     """Kafka answers with metadata for the configured topic; raise DependencyDown."""
     get_kafka_probe().check()
+
+
+def get_store() -> EventStore:
+    """The container's event store, imported on the first check rather than at cold start:
+    the ingest function needs psycopg for nothing else."""
+    from punk_records import store
+
+    return store.get_store()
 
 
 def check_postgres() -> None:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +22,9 @@ from pydantic import BaseModel, Field
 
 from punk_records import health as _health
 from punk_records import producer as _producer
-from punk_records import store as _store
 from punk_records.auth import Unauthorized, authorize
 from punk_records.config import Settings, get_settings
-from punk_records.envelope import Envelope, parse_batch, parse_event
+from punk_records.envelope import Envelope, parse_batch, parse_event, plain_json
 from punk_records.errors import (
     ConfigurationError,
     InvalidEnvelope,
@@ -170,8 +170,9 @@ def _finite(text: str) -> float:
     return value
 
 
-def read_json(request: IngestRequest, settings: Settings) -> tuple[Any, int]:
-    """The parsed JSON body and its size in bytes.
+def read_json(request: IngestRequest, settings: Settings) -> tuple[Any, int, bool]:
+    """The parsed JSON body, its size in bytes and whether it is plain JSON (see
+    :func:`~punk_records.envelope.plain_json`).
 
     Raise UnsupportedMediaType, TooLarge (over ``max_body_bytes``) or MalformedJson.
     """
@@ -201,10 +202,12 @@ def read_json(request: IngestRequest, settings: Settings) -> tuple[Any, int]:
         raise MalformedJson("the body is not valid UTF-8 JSON") from None
     except RecursionError:
         raise MalformedJson("the body is nested too deeply") from None
-    return document, len(raw)
+    return document, len(raw), plain_json(text, document)
 
 
-def envelopes_of(document: Any, body_bytes: int, settings: Settings) -> list[Envelope]:
+def envelopes_of(
+    document: Any, body_bytes: int, settings: Settings, plain_json: bool = False
+) -> list[Envelope]:
     """Validate one envelope, a JSON array of envelopes or ``{"events": [...]}`` as a whole.
 
     Raise TooLarge over ``max_batch_events`` items, InvalidEnvelope listing every error (batch
@@ -227,7 +230,7 @@ def envelopes_of(document: Any, body_bytes: int, settings: Settings) -> list[Env
         message = 'expected an event object, an array of events or {"events": [...]}'
         raise InvalidEnvelope([{"loc": [], "msg": message, "type": "model_type"}])
     if isinstance(document, dict):
-        return [parse_event(document, settings.max_payload_bytes, body_bytes)]
+        return [parse_event(document, settings.max_payload_bytes, body_bytes, plain_json)]
     if len(document) > settings.max_batch_events:
         raise TooLarge(
             f"the batch has {len(document)} events; the limit is {settings.max_batch_events} "
@@ -235,7 +238,7 @@ def envelopes_of(document: Any, body_bytes: int, settings: Settings) -> list[Env
         )
     if not document:
         raise InvalidEnvelope([{"loc": [], "msg": "the batch is empty", "type": "too_short"}])
-    return parse_batch(document, settings.max_payload_bytes, body_bytes)
+    return parse_batch(document, settings.max_payload_bytes, body_bytes, plain_json)
 
 
 @dataclass(slots=True)
@@ -260,12 +263,17 @@ class _RequestLog:
 
 def _trace_ids(items: Sequence[Any]) -> list[str]:
     """Distinct trace ids that parse as UUIDs (so nothing else from the body reaches the log)."""
+    # Only strings can parse; each distinct one is parsed once (a batch often shares a trace).
+    texts = dict.fromkeys(
+        value
+        for item in items
+        if isinstance(item, dict) and isinstance(value := item.get("trace_id"), str)
+    )
     found: dict[str, None] = {}
-    for item in items:
-        value = item.get("trace_id") if isinstance(item, dict) else None
+    for text in texts:
         try:
-            found[str(UUID(value))] = None
-        except (TypeError, ValueError, AttributeError):
+            found[str(UUID(text))] = None
+        except ValueError:
             continue
     return list(found)
 
@@ -289,10 +297,10 @@ def accept_events(
     try:
         settings = settings or get_settings()
         authorize(request.headers, settings)
-        document, size = read_json(request, settings)
+        document, size, plain = read_json(request, settings)
         items = _items(document)
         log.count, log.trace_ids = len(items), _trace_ids(items)
-        envelopes = envelopes_of(document, size, settings)
+        envelopes = envelopes_of(document, size, settings, plain)
         metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(envelopes))
         clean = [env.redacted() for env in envelopes]
         started = time.perf_counter()
@@ -356,14 +364,14 @@ def reset() -> None:
         _producer.get_producer().reset()
     if _health.get_kafka_probe.cache_info().currsize:
         _health.get_kafka_probe().close()
-    if _store.get_store.cache_info().currsize:
-        _store.get_store().reset()
-    for factory in (
-        _producer.get_producer,
-        _health.get_kafka_probe,
-        _store.get_store,
-        get_settings,
-    ):
+    factories = [_producer.get_producer, _health.get_kafka_probe, get_settings]
+    # The store module is imported on the first health check only; before that, nothing to do.
+    store = sys.modules.get("punk_records.store")
+    if store is not None:
+        if store.get_store.cache_info().currsize:
+            store.get_store().reset()
+        factories.append(store.get_store)
+    for factory in factories:
         factory.cache_clear()
 
 

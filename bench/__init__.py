@@ -1,0 +1,1 @@
+"""Benchmark suite: cost per event, throughput against the physical baseline, cold start."""
