@@ -6,6 +6,7 @@ A service that cannot start fails the run with the reason; integration tests nev
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,19 @@ import pytest
 
 from local.services import Kafka, Postgres
 from punk_records import migrations
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _teardown_on_sigterm() -> Iterator[None]:
+    """A run stopped with SIGTERM (a CI timeout, ``kill``) still stops Kafka and PostgreSQL:
+    pytest tears fixtures down on KeyboardInterrupt, not on a plain SIGTERM."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    yield
+    signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="session")
