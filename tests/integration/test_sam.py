@@ -104,6 +104,16 @@ def test_given_a_build_then_every_shared_library_is_compiled_for_the_architectur
             assert f".cpython-313-{WHEEL_ARCH[arch]}-linux-gnu.so" in library.name
 
 
+def test_given_a_build_then_the_layer_ships_bytecode_for_the_runtime(build: tuple) -> None:
+    # /opt is read-only in Lambda: without shipped bytecode every cold start recompiles.
+    _, build_dir = build
+    package = build_dir / "PunkRecordsLayer" / "python" / "punk_records"
+    sources = list(package.rglob("*.py"))
+    compiled = {p.name.split(".")[0] for p in package.rglob("__pycache__/*.cpython-313.pyc")}
+    assert sources
+    assert {p.stem for p in sources} <= compiled
+
+
 def _names(requirements: Path) -> set[str]:
     names = set()
     for line in requirements.read_text(encoding="utf-8").splitlines():
@@ -141,7 +151,7 @@ def test_given_a_build_then_the_layer_holds_the_package_and_no_development_depen
     built = {
         p.relative_to(site / "punk_records")
         for p in (site / "punk_records").rglob("*")
-        if p.is_file()
+        if p.is_file() and "__pycache__" not in p.parts
     }
     assert built == expected
     assert any(p.suffix == ".sql" for p in built)
