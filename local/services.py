@@ -95,7 +95,8 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
+    """Whether something already listens on (or holds) loopback ``port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # The servers bind with SO_REUSEADDR too: TIME_WAIT leftovers of our last run don't count.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -135,7 +136,7 @@ def _resolve_ports(data_dir: Path, wanted: dict[str, int | None]) -> dict[str, i
 
 
 def _check_ports_free(ports: dict[str, int], data_dir: Path) -> None:
-    busy = [f"{name} port {port}" for name, port in ports.items() if _port_in_use(port)]
+    busy = [f"{name} port {port}" for name, port in ports.items() if port_in_use(port)]
     if busy:
         raise ServiceError(
             f"{', '.join(busy)} already in use by another process on 127.0.0.1; "

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from local.esm import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_ID, DEFAULT_WINDOW_MS
-from local.services import Kafka, Postgres, ServiceError
+from local.services import Kafka, Postgres, ServiceError, port_in_use
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "template.yaml"
@@ -233,16 +233,6 @@ class Daemon:
 # ---------------------------------------------------------------------------- the stack
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -315,7 +305,7 @@ class Stack:
         if api_port is not None:
             state["api_port"] = api_port or _free_port()
         elif "api_port" not in state:
-            state["api_port"] = DEFAULT_API_PORT if _port_free(DEFAULT_API_PORT) else _free_port()
+            state["api_port"] = _free_port() if port_in_use(DEFAULT_API_PORT) else DEFAULT_API_PORT
         self._save_state(state)
 
     def environment(self) -> dict[str, str]:
@@ -418,7 +408,7 @@ class Stack:
         if self.api.is_running():
             self._wait(self.api, lambda: self._healthy(url), "GET /health to answer 200")
             return f"already running on {url}"
-        if not _port_free(self.api_port()):
+        if port_in_use(self.api_port()):
             raise StackError(
                 f"port {self.api_port()} is taken by another process; "
                 f"free it or change api_port in {self.state_file}"

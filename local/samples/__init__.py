@@ -8,6 +8,7 @@ UUIDs and timestamps) so the files only change when the contract does.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
@@ -16,6 +17,29 @@ from typing import Any
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 # Each module exposes ``samples() -> dict[str, dict]``: file name -> event.
 GENERATORS = ("local.samples.apigw", "local.samples.kafka")
+
+
+def fixed_id(namespace: uuid.UUID, name: str) -> str:
+    """A fixed UUID per name, so regenerating the samples changes nothing."""
+    return str(uuid.uuid5(namespace, name))
+
+
+def envelope_dict(namespace: uuid.UUID, name: str, **overrides: Any) -> dict[str, Any]:
+    """A valid envelope as a satellite sends it; its ids derive from ``name``."""
+    body: dict[str, Any] = {
+        "event_id": fixed_id(namespace, f"event:{name}"),
+        "schema_version": 1,
+        "ts": "2026-11-26T07:00:00+01:00",
+        "workspace_id": "ws-alpha",
+        "satellite_id": "sat-scout-1",
+        "trace_id": fixed_id(namespace, f"trace:{name}"),
+        "type": "finding.logged",
+        "severity": "medium",
+        "confidence": 0.8,
+        "payload": {"summary": f"sample finding {name}"},
+    }
+    body.update(overrides)
+    return body
 
 
 def all_samples() -> dict[str, dict[str, Any]]:

@@ -12,6 +12,7 @@ import json
 import uuid
 from typing import Any
 
+from local.samples import envelope_dict, fixed_id
 from punk_records.envelope import parse_event
 
 DEV_TOKEN = "local-dev-token"  # noqa: S105 - the documented local token, not a secret
@@ -32,26 +33,12 @@ EXPECTED_STATUS: dict[str, int] = {
 
 
 def _id(name: str) -> str:
-    """A fixed UUID per name, so regenerating the samples changes nothing."""
-    return str(uuid.uuid5(_IDS, name))
+    return fixed_id(_IDS, name)
 
 
 def event(name: str, **overrides: Any) -> dict[str, Any]:
     """A valid envelope as a satellite sends it; ids derive from ``name``."""
-    body: dict[str, Any] = {
-        "event_id": _id(f"event:{name}"),
-        "schema_version": 1,
-        "ts": "2026-11-26T07:00:00+01:00",
-        "workspace_id": "ws-alpha",
-        "satellite_id": "sat-scout-1",
-        "trace_id": _id(f"trace:{name}"),
-        "type": "finding.logged",
-        "severity": "medium",
-        "confidence": 0.8,
-        "payload": {"summary": f"sample finding {name}"},
-    }
-    body.update(overrides)
-    return body
+    return envelope_dict(_IDS, name, **overrides)
 
 
 def request(

@@ -12,6 +12,7 @@ import json
 import uuid
 from typing import Any
 
+from local.samples import envelope_dict, fixed_id
 from punk_records.config import DEFAULT_TOPIC
 from punk_records.envelope import Envelope, parse_event
 
@@ -31,26 +32,12 @@ _IDS = uuid.UUID("6f1c0e52-3b7a-4d8e-9a41-0c5d2e7f8b90")
 
 
 def _id(name: str) -> str:
-    """A fixed UUID per name, so regenerating the samples changes nothing."""
-    return str(uuid.uuid5(_IDS, name))
+    return fixed_id(_IDS, name)
 
 
 def envelope(name: str, **overrides: Any) -> Envelope:
     """A valid envelope whose ids derive from ``name``."""
-    event: dict[str, Any] = {
-        "event_id": _id(f"event:{name}"),
-        "schema_version": 1,
-        "ts": "2026-11-26T07:00:00+01:00",
-        "workspace_id": "ws-alpha",
-        "satellite_id": "sat-scout-1",
-        "trace_id": _id(f"trace:{name}"),
-        "type": "finding.logged",
-        "severity": "medium",
-        "confidence": 0.8,
-        "payload": {"summary": f"sample finding {name}"},
-    }
-    event.update(overrides)
-    return parse_event(event)
+    return parse_event(envelope_dict(_IDS, name, **overrides))
 
 
 def record(
