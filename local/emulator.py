@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from local.services import free_ports
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "template.yaml"
 SAM_VENV = REPO_ROOT / ".cache" / "sam-venv"
@@ -270,12 +272,6 @@ def _executable(path: Path) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # ---------------------------------------------------------------------------- function
 
 
@@ -349,7 +345,7 @@ class LambdaFunction:
         if self._process is not None:
             return
         self._workdir = Path(tempfile.mkdtemp(prefix=f"lambda-{self.spec.logical_id}-"))
-        self._port = _free_port()
+        self._port = free_ports(1)[0]
         command = [
             str(rie_binary()),
             "--log-level",
@@ -359,7 +355,7 @@ class LambdaFunction:
             # Its own runtime API would default to 127.0.0.1:9001, which a second instance
             # could not bind.
             "--runtime-api-address",
-            f"127.0.0.1:{_free_port()}",
+            f"127.0.0.1:{free_ports(1)[0]}",
             self._python,
             "-m",
             "awslambdaric",

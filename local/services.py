@@ -81,7 +81,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 # ---------------------------------------------------------------------------- ports
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Pick distinct free loopback ports (all sockets held open until every port is chosen)."""
     socks = []
     try:
@@ -124,7 +124,7 @@ def _resolve_ports(data_dir: Path, wanted: dict[str, int | None]) -> dict[str, i
     with _file_lock(data_dir / ".ports.lock"):
         saved: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
         missing = [key for key, port in wanted.items() if port is None and key not in saved]
-        ports = dict(zip(missing, _free_ports(len(missing)), strict=True))
+        ports = dict(zip(missing, free_ports(len(missing)), strict=True))
         for key, port in wanted.items():
             if key not in ports:
                 ports[key] = port if port is not None else saved[key]

@@ -10,7 +10,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from local.esm import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_ID, DEFAULT_WINDOW_MS
-from local.services import Kafka, Postgres, ServiceError, port_in_use
+from local.services import Kafka, Postgres, ServiceError, free_ports, port_in_use
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "template.yaml"
@@ -233,12 +232,6 @@ class Daemon:
 # ---------------------------------------------------------------------------- the stack
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def sample_event() -> dict[str, Any]:
     """A fresh valid envelope (new ids, current time) for ``send`` and the printed curl."""
     return {
@@ -303,9 +296,11 @@ class Stack:
         state = self._state()
         state.setdefault("token", secrets.token_urlsafe(24))
         if api_port is not None:
-            state["api_port"] = api_port or _free_port()
+            state["api_port"] = api_port or free_ports(1)[0]
         elif "api_port" not in state:
-            state["api_port"] = _free_port() if port_in_use(DEFAULT_API_PORT) else DEFAULT_API_PORT
+            state["api_port"] = (
+                free_ports(1)[0] if port_in_use(DEFAULT_API_PORT) else DEFAULT_API_PORT
+            )
         self._save_state(state)
 
     def environment(self) -> dict[str, str]:
