@@ -72,11 +72,10 @@ def _copy(conn: psycopg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
 
 def measure(dsn: str, sizes: Sequence[int], repeat: dict[int, int]) -> dict[str, Any]:
     """Handler and COPY seconds per batch size; see the module docstring."""
-    from punk_records import config, migrations, store
+    from punk_records import bootstrap, migrations
 
     os.environ["DATABASE_URL"] = dsn
-    config.get_settings.cache_clear()
-    store.get_store.cache_clear()
+    bootstrap.reset()
     app = load_handler()
     conn = psycopg.connect(dsn, autocommit=True)
     migrations.apply(conn)
@@ -118,7 +117,7 @@ def measure(dsn: str, sizes: Sequence[int], repeat: dict[int, int]) -> dict[str,
                 "ratio_of_medians": copy.median / handler.median,
             }
     finally:
-        store.get_store().reset()
+        bootstrap.reset()
         conn.close()
     return results
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -65,9 +64,3 @@ class Settings(BaseModel):
                 f"{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigurationError(f"invalid configuration: {problems}") from None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The container's settings, read once. Tests call ``get_settings.cache_clear()``."""
-    return Settings.from_env()
