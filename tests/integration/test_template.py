@@ -5,11 +5,11 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from local.emulator import load_template
+from local.template import load_template
 from punk_records.config import Settings
 from punk_records.observability import NAMESPACE, SERVICE
 
@@ -111,7 +111,7 @@ def test_given_an_environment_value_then_it_is_a_literal_or_a_parameter_the_emul
 
 
 def test_given_the_kafka_auth_parameter_then_its_values_are_the_ones_the_code_accepts() -> None:
-    accepted = set(Settings.model_fields["kafka_auth_mode"].annotation.__args__)
+    accepted = set(get_args(Settings.model_fields["kafka_auth_mode"].annotation))
     assert set(PARAMETERS["KafkaAuthMode"]["AllowedValues"]) == accepted
 
 

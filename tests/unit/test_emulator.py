@@ -13,13 +13,11 @@ from local import emulator
 from local.emulator import (
     EmulatorError,
     LambdaFunction,
-    function_spec,
     is_function_error,
-    load_env_vars,
-    load_template,
     parse_reports,
     rie_binary,
 )
+from local.template import TemplateError, function_spec, load_env_vars, load_template
 
 TEMPLATE = textwrap.dedent(
     """\
@@ -113,7 +111,7 @@ def test_given_parameter_overrides_when_read_then_they_win_over_defaults(templat
 def test_given_a_name_that_is_no_function_when_read_then_the_error_lists_the_functions(
     template: Path,
 ) -> None:
-    with pytest.raises(EmulatorError, match=r"\['Api'\]"):
+    with pytest.raises(TemplateError, match=r"\['Api'\]"):
         function_spec("Queue", template)
 
 
