@@ -39,7 +39,7 @@ def handler(event: KafkaEvent, context: LambdaContext) -> dict[str, Any]:
             extra={
                 "error": type(exc).__name__,
                 "reason": str(exc) if known else None,
-                "retriable": known and exc.retriable,
+                "retriable": isinstance(exc, PunkRecordsError) and exc.retriable,
             },
         )
         raise

@@ -39,7 +39,7 @@ def post_events() -> Response[str]:
         settings = container.settings()
         authorize(event.headers, container.tokens())  # before the body is looked at
         document = http_api.read_json(
-            event.headers, event.body, event.is_base64_encoded, settings.max_body_bytes
+            event.headers, event.body, bool(event.is_base64_encoded), settings.max_body_bytes
         )
         accepted = accept_events(document, settings, container.producer(), log)
     return http_api.json_response(202, accepted)

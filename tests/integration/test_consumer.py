@@ -47,7 +47,7 @@ def invoke(db, postgres, monkeypatch) -> Iterator:
     bootstrap.reset()
 
 
-def counts(db: psycopg.Connection) -> tuple[int, int]:
+def counts(db: psycopg.Connection) -> tuple[int, int] | None:
     return db.execute(
         "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM dead_letters)"
     ).fetchone()

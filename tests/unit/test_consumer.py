@@ -47,6 +47,10 @@ class FakeStore:
                 dead += 1
         return WriteResult(inserted, received - inserted, dead)
 
+    def ping(self) -> None:
+        if self.fail:
+            raise StoreUnavailable("PostgreSQL check failed: connection refused")
+
 
 def kafka_record(
     value: bytes | None, partition: int = 0, offset: int = 0, topic: str = "t"
@@ -217,7 +221,7 @@ def test_given_batch_when_consumed_then_garbage_collector_is_left_as_found():
     consume([kafka_record(value_of()), kafka_record(b"x", offset=1)], FakeStore())
     assert gc.isenabled()
     with pytest.raises(AttributeError):
-        consume([kafka_record(value_of()), "not a record"], FakeStore())  # type: ignore[list-item]
+        consume([kafka_record(value_of()), "not a record"], FakeStore())
     # THEN it is enabled again; and a caller that disabled it keeps it disabled
     assert gc.isenabled()
     gc.disable()

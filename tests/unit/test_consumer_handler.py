@@ -28,7 +28,7 @@ CONTEXT = lambda_context("punk-records-consumer")
 
 
 @pytest.fixture
-def fake_store(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
+def fake_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStore]:
     fake = FakeStore()
     monkeypatch.setattr(bootstrap.container, "store", lambda: fake)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "PunkRecords")

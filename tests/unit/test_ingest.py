@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -82,6 +83,7 @@ def raw_logs() -> Iterator[io.StringIO]:
     """The raw text of every log line written during the test."""
     stream = io.StringIO()
     handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
     previous = handler.setStream(stream)
     yield stream
     handler.setStream(previous)

@@ -46,7 +46,7 @@ class Settings(BaseModel):
 
     def require(self, field: str) -> str:
         """Return a string setting, or raise ConfigurationError naming its variable if unset."""
-        value = getattr(self, field)
+        value = str(getattr(self, field))
         if not value:
             raise ConfigurationError(f"environment variable {field.upper()} is required")
         return value

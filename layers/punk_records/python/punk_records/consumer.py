@@ -106,7 +106,7 @@ def reason(record: KafkaRecord, exc: InvalidEnvelope) -> str:
             return f"value is not UTF-8: invalid byte at position {bad.start}"
         return f"value is not JSON: {errors[0]['msg']}"
     if errors and not errors[0]["loc"]:
-        text = errors[0]["msg"]
+        text = str(errors[0]["msg"])
         if errors[0]["type"] == "model_type":
             text = f"not a valid envelope: {text}"
         return text[:_MAX_REASON_CHARS]

@@ -122,6 +122,7 @@ class HealthChecker:
         futures = {name: self._submit(name, check) for name, check in checks.items()}
         dependencies: dict[str, DependencyHealth] = {}
         for name, future in futures.items():
+            code: str | None
             if future is None:
                 elapsed, code, detail = 0.0, "timeout", "the previous check is still running"
             else:

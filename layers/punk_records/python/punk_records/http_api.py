@@ -173,7 +173,8 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
             return [resolve(value) for value in node]
         return node
 
-    return resolve(schema)
+    inlined: dict[str, Any] = resolve(schema)
+    return inlined
 
 
 def _response(description: str, model: type[BaseModel], **headers: str) -> dict[str, Any]:

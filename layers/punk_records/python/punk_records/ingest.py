@@ -124,8 +124,8 @@ def _trace_ids(items: Sequence[Any]) -> list[str]:
 
 
 def _items(document: Any) -> list[Any]:
-    if isinstance(document, dict) and isinstance(document.get("events"), list):
-        return document["events"]
+    if isinstance(document, dict) and isinstance(events := document.get("events"), list):
+        return events
     return document if isinstance(document, list) else [document]
 
 

@@ -20,7 +20,7 @@ from punk_records.errors import ProduceError
 from punk_records.health import CHECK_TIMEOUT_S, DependencyDown
 
 
-class _MskIamTokenProvider(AbstractTokenProvider):
+class _MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]  # untyped library
     """OAUTHBEARER tokens signed with the function's IAM role (MSK IAM auth)."""
 
     def __init__(self, region: str) -> None:
@@ -31,7 +31,7 @@ class _MskIamTokenProvider(AbstractTokenProvider):
         from aws_msk_iam_sasl_signer import MSKAuthTokenProvider  # only needed with IAM auth
 
         token, _expiry_ms = MSKAuthTokenProvider.generate_auth_token(self._region)
-        return token
+        return str(token)
 
 
 def security_options(settings: Settings) -> dict[str, Any]:
