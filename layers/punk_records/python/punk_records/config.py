@@ -66,12 +66,13 @@ class Settings(BaseModel):
     @classmethod
     def variables_read_by(cls, function: str) -> set[str]:
         """The environment variables ``function`` (INGEST, CONSUMER, MIGRATE) reads."""
-        return {
-            name.upper()
-            for name, info in cls.model_fields.items()
-            if isinstance(info.json_schema_extra, dict)
-            and function in (info.json_schema_extra.get("read_by") or ())
-        }
+        found = set()
+        for name, info in cls.model_fields.items():
+            extra = info.json_schema_extra
+            readers = extra.get("read_by") if isinstance(extra, dict) else None
+            if isinstance(readers, list) and function in readers:
+                found.add(name.upper())
+        return found
 
     def require(self, field: str) -> str:
         """Return a string setting, or raise ConfigurationError naming its variable if unset."""
