@@ -5,12 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from kafka.errors import KafkaTimeoutError
 
-from punk_records.config import Settings
 from punk_records.errors import ConfigurationError, StoreUnavailable
 from punk_records.health import DependencyDown, HealthChecker, check_health, check_postgres
-from punk_records.producer import KafkaProbe
 
 
 def ok() -> None:
@@ -130,60 +127,3 @@ def test_given_postgres_down_when_checked_then_dependency_down_after_two_tries()
         check_postgres(store)
     assert caught.value.code == "unavailable"
     assert store.pings == 2
-
-
-class FakeAdmin:
-    def __init__(self, topics: list[dict] | Exception) -> None:
-        self.topics = topics
-        self.closed = False
-
-    def describe_topics(self, names: list[str]) -> list[dict]:
-        if isinstance(self.topics, Exception):
-            raise self.topics
-        return self.topics
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def probe_with(admin: FakeAdmin) -> KafkaProbe:
-    """A probe whose cached metadata client is ``admin``."""
-    probe = KafkaProbe(Settings(kafka_bootstrap_servers="127.0.0.1:9", kafka_topic="t"))
-    probe._admin = admin
-    return probe
-
-
-def test_given_the_topic_has_partitions_when_kafka_is_checked_then_it_passes():
-    admin = FakeAdmin([{"name": "t", "error_code": 0, "partitions": [{"partition_index": 0}]}])
-    probe_with(admin).check()
-
-
-@pytest.mark.parametrize(
-    "topics",
-    [[{"name": "t", "error_code": 3, "partitions": []}], [], [{"name": "other", "error_code": 0}]],
-)
-def test_given_the_topic_is_missing_when_kafka_is_checked_then_topic_not_found(topics):
-    with pytest.raises(DependencyDown) as caught:
-        probe_with(FakeAdmin(topics)).check()
-    assert caught.value.code == "topic_not_found"
-
-
-def test_given_kafka_times_out_when_checked_then_unreachable_and_the_client_is_dropped():
-    admin = FakeAdmin(KafkaTimeoutError("no broker"))
-    probe = probe_with(admin)
-    with pytest.raises(DependencyDown) as caught:
-        probe.check()
-    assert caught.value.code == "unreachable"
-    assert admin.closed
-    assert probe._admin is None
-
-
-def test_given_a_kafka_check_holding_the_client_when_probed_again_then_timeout_not_a_queue():
-    probe = KafkaProbe(Settings(kafka_bootstrap_servers="127.0.0.1:9", kafka_topic="t"), 0.1)
-    probe._lock.acquire()  # a previous check that never returned
-    try:
-        with pytest.raises(DependencyDown) as caught:
-            probe.check()
-    finally:
-        probe._lock.release()
-    assert caught.value.code == "timeout"
