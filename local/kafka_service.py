@@ -234,11 +234,20 @@ class Kafka:
             raise
         say(f"Kafka ready in {time.monotonic() - started:.1f}s")
 
+    def _alive(self) -> bool:
+        """Whether the broker process lives. A broker this object started is asked through its
+        handle: until the child has exec'd java, its command line is still ours and lacks the
+        config path that ``is_running`` looks for (under load that window is long enough to
+        fail a start for nothing)."""
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self.is_running()
+
     def _wait_ready(self, deadline: float, log_start: int) -> None:
         """Poll until a metadata request lists a broker; fail fast if the JVM exits."""
         last_error = "no answer yet"
         while time.monotonic() < deadline:
-            if not self.is_running():
+            if not self._alive():
                 raise ServiceError(
                     f"Kafka exited during startup\n{log_tail(self.log_file, log_start)}"
                 )
