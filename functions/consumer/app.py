@@ -15,6 +15,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import KafkaEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+# Loaded at init, not by the first batch: every batch needs psycopg.
+import punk_records.store  # noqa: F401
 from punk_records.bootstrap import container
 from punk_records.consumer import BatchOutcome, KafkaRecord, consume
 from punk_records.errors import PunkRecordsError

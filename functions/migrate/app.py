@@ -13,6 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+import punk_records.store  # noqa: F401  # loaded at init, as every invocation needs it
 from punk_records.bootstrap import container
 from punk_records.observability import logger
 

@@ -5,7 +5,8 @@ Handlers ask :data:`container` for what they need and pass it to the use cases, 
 their own defaults; :meth:`Container.reset` closes and forgets all of it, so the next request
 rebuilds everything from the environment (tests, tools). Client libraries are imported on first
 use only: the consumer never loads kafka-python, the ingest function never loads psycopg unless
-its health check runs.
+its health check runs. (Each function imports the adapter it always needs at init, where it
+did before.)
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import TYPE_CHECKING
 
 from punk_records.auth import TokenSource
 from punk_records.config import Settings
-from punk_records.health import CHECK_TIMEOUT_S, HealthChecker, HealthReport, check_postgres
 
 if TYPE_CHECKING:
+    from punk_records.health import HealthChecker, HealthReport
     from punk_records.producer import KafkaProbe, ProducerCache
     from punk_records.store import EventStore
 
@@ -85,18 +86,23 @@ class Container:
 
     def health_checks(self) -> dict[str, Callable[[], None]]:
         """The dependencies ``/health`` reports: Kafka topic metadata, PostgreSQL ``SELECT 1``."""
+        from punk_records.health import check_postgres
+
         return {
             "kafka": lambda: self.kafka_probe().check(),
             "postgres": lambda: check_postgres(self.store()),
         }
 
-    def health(self, timeout_s: float = CHECK_TIMEOUT_S) -> HealthReport:
-        """Run :meth:`health_checks` on the container's checker."""
+    def health(self, timeout_s: float | None = None) -> HealthReport:
+        """Run :meth:`health_checks` on the container's checker (default deadline:
+        ``health.CHECK_TIMEOUT_S``)."""
+        from punk_records.health import CHECK_TIMEOUT_S, HealthChecker
+
         with self._lock:
             if self._health is None:
                 self._health = HealthChecker()
             checker = self._health
-        return checker.check(self.health_checks(), timeout_s)
+        return checker.check(self.health_checks(), timeout_s or CHECK_TIMEOUT_S)
 
     def reset(self) -> None:
         """Close and forget every client and the settings; the next use rebuilds them."""
