@@ -16,6 +16,7 @@ export PYTHONPATH := $(CURDIR)/layers/punk_records/python:$(CURDIR)
 
 .PHONY: help venv sam-venv prepare test unit lint format samples openapi build validate migrate \
 	up down status send clean bench
+.PHONY: migrations-digest
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +67,11 @@ build: venv sam-venv ## sam build without Docker (ARCH=arm64|x86_64, default arm
 
 validate: sam-venv ## sam validate --lint (offline)
 	@$(SAM) validate --lint
+
+migrations-digest: venv ## after adding a migration: write its digest into template.yaml
+	@digest=$$($(PY) -c 'from punk_records import migrations; print(migrations.digest())') && \
+		sed -i -E "s/^(      MigrationsDigest: ).*/\1$$digest/" template.yaml && \
+		echo "template.yaml: MigrationsDigest: $$digest"
 
 migrate: venv ## apply the PostgreSQL migrations to DATABASE_URL
 	@$(PY) -m local.migrate

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from punk_records.errors import ConfigurationError
 
@@ -30,12 +30,16 @@ class Settings(BaseModel):
     kafka_tls: bool = False
     kafka_scram_secret_arn: str = ""
     kafka_produce_timeout_ms: int = Field(default=10_000, ge=1_000, le=60_000)
+    # Secret {"certificate": "<PEM>"} of a private root CA for self-managed brokers.
+    kafka_ssl_ca_secret_arn: str = ""
     aws_region: str = "us-east-1"
 
     # PostgreSQL: a URL locally, an RDS-style JSON secret in AWS (the secret wins when set)
     database_url: str = ""
     database_secret_arn: str = ""
     database_connect_timeout_s: int = Field(default=5, ge=1, le=60)
+    # An RDS Proxy endpoint to connect to instead of the secret's host (same credentials).
+    database_proxy_endpoint: str = ""
 
     # Ingest API
     api_tokens: str = ""
@@ -44,6 +48,13 @@ class Settings(BaseModel):
     max_batch_events: int = Field(default=500, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=6_000_000)
     max_payload_bytes: int = Field(default=262_144, ge=1_024, le=6_000_000)
+    max_record_bytes: int = Field(default=1_048_576, ge=1_024, le=8_388_608)
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _trim_servers(cls, value: str) -> str:
+        """``"a:9092, b:9092"`` -> ``"a:9092,b:9092"``: spaces around entries are noise."""
+        return ",".join(part.strip() for part in value.split(",") if part.strip())
 
     def require(self, field: str) -> str:
         """Return a string setting, or raise ConfigurationError naming its variable if unset."""
