@@ -86,7 +86,8 @@ def apply(conn: psycopg.Connection, time_left_ms: Callable[[], int] | None = Non
             " session holds the migrations lock or a lock on a table it changes"
         ) from exc
     except psycopg.errors.QueryCanceled as exc:
-        raise StoreUnavailable(f"{step}: stopped after {budget_ms} ms (statement_timeout)") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "canceled"
+        raise StoreUnavailable(f"{step}: stopped by statement_timeout ({first_line})") from exc
     return applied
 
 
@@ -97,7 +98,9 @@ def _bound(conn: psycopg.Connection, time_left_ms: Callable[[], int] | None) -> 
     budget_ms = time_left_ms()
     if budget_ms < _MIN_BUDGET_MS:
         raise StoreUnavailable(f"no time left to apply migrations ({budget_ms} ms)")
+    # A lock wait ends a little before the statement limit, so that the reason names it.
+    lock_ms = budget_ms - min(1_000, budget_ms // 10)
     # SET LOCAL lasts until the end of this transaction; SET takes no bind parameters.
-    conn.execute(f"SET LOCAL lock_timeout = {int(budget_ms)}")
+    conn.execute(f"SET LOCAL lock_timeout = {int(lock_ms)}")
     conn.execute(f"SET LOCAL statement_timeout = {int(budget_ms)}")
-    return budget_ms
+    return lock_ms
