@@ -582,3 +582,28 @@ def test_given_the_outputs_then_api_url_function_names_and_layer_arn_are_there()
     outputs = TEMPLATE["Outputs"]
     assert {"ApiUrl", "IngestFunctionName", "ConsumerFunctionName", "LayerArn"} <= set(outputs)
     assert outputs["LayerArn"]["Value"] == {"Ref": "PunkRecordsLayer"}
+
+
+def test_given_a_linter_finding_suppressed_in_the_template_then_a_one_line_reason_says_why() -> (
+    None
+):
+    lines = (ROOT / "template.yaml").read_text(encoding="utf-8").splitlines()
+    suppressed = 0
+    for index, line in enumerate(lines):
+        ids = re.findall(r"\b([A-Z]+\d{4})\b", line) if "ignore_checks:" in line else []
+        for check in ids:
+            # cfn-lint has no reason field: the comment block right above names every check.
+            above = []
+            for previous in reversed(lines[:index]):
+                if not previous.strip().startswith("#"):
+                    break
+                above.append(previous)
+            assert any(check in comment for comment in above), f"line {index + 1}: {check}"
+            suppressed += 1
+    for name, resource in RESOURCES.items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            comment = skip.get("comment", "")
+            assert comment.strip(), (name, skip["id"])
+            assert "\n" not in comment.strip(), (name, skip["id"])
+            suppressed += 1
+    assert suppressed  # the check above is not vacuous

@@ -27,9 +27,7 @@ def bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def conninfo(monkeypatch: pytest.MonkeyPatch, secret: dict[str, Any], **settings: str) -> dict:
     monkeypatch.setattr(store, "read_json_secret", lambda arn: secret if arn == ARN else {})
-    return conninfo_to_dict(
-        store.database_conninfo(Settings(database_secret_arn=ARN, **settings))
-    )
+    return conninfo_to_dict(store.database_conninfo(Settings(database_secret_arn=ARN, **settings)))
 
 
 def test_given_a_secret_without_sslmode_then_the_server_is_verified_against_the_rds_cas(
@@ -46,16 +44,12 @@ def test_given_sslmode_require_in_the_secret_then_it_is_the_explicit_opt_out(mon
     assert "sslrootcert" not in params
 
 
-def test_given_the_secrets_own_root_certificate_then_it_wins_over_the_bundle(
-    monkeypatch, bundle
-):
+def test_given_the_secrets_own_root_certificate_then_it_wins_over_the_bundle(monkeypatch, bundle):
     params = conninfo(monkeypatch, {**SECRET, "sslmode": "verify-ca", "sslrootcert": "/x.pem"})
     assert (params["sslmode"], params["sslrootcert"]) == ("verify-ca", "/x.pem")
 
 
-def test_given_a_layer_without_the_bundle_then_the_error_says_how_to_fix_it(
-    monkeypatch, tmp_path
-):
+def test_given_a_layer_without_the_bundle_then_the_error_says_how_to_fix_it(monkeypatch, tmp_path):
     monkeypatch.setattr(store, "RDS_CA_BUNDLE", tmp_path / "missing.pem")
     with pytest.raises(ConfigurationError, match="make build") as caught:
         conninfo(monkeypatch, SECRET)
