@@ -5,6 +5,7 @@ the rule functions the template uses; nothing is deployed)."""
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,15 @@ def test_given_one_subnet_then_the_self_managed_mapping_cannot_be_built() -> Non
     assert {"Fn::Select": [1, {"Ref": "SubnetIds"}]} in selected
     deploy = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     assert "at least two subnets" in deploy
+
+
+def test_given_the_prod_config_then_a_deploy_without_an_alarm_topic_is_refused() -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+    overrides = dict(
+        item.split("=", 1)
+        for item in config["prod"]["deploy"]["parameters"]["parameter_overrides"].split()
+    )
+    assert overrides["Stage"] == "prod"
+    problems = rejected(**overrides)
+    assert any(problem.startswith("Stage prod needs AlarmTopicArn") for problem in problems)
+    assert rejected(**overrides, AlarmTopicArn=TOPIC) == []
