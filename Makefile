@@ -60,8 +60,8 @@ test: prepare sam-venv lint ## THE test command: install what is needed, then ru
 unit: venv ## unit tests only (no services)
 	@$(PY) -m pytest tests/unit
 
-lint: venv ## ruff, and cfn-lint (+ serverless rules) and checkov on template.yaml
-lint: checkov-venv
+lint: venv ## ruff lint and format check
+lint: checkov-venv ## cfn-lint (informational checks, serverless rules) and checkov on template.yaml
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
 	@$(VENV)/bin/cfn-lint --include-checks I --append-rules cfn_lint_serverless.rules -- template.yaml
