@@ -45,7 +45,8 @@ def certificates(tarball: Path) -> list[str]:
                 literal.encode().decode("unicode_escape") for literal in _LITERAL.findall(source)
             )
             for pem in _PEM.findall(text):
-                ssl.PEM_cert_to_DER_cert(pem)  # raises on a malformed certificate
+                # Raises ssl.SSLError on anything that is not a usable CA certificate.
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=pem)
                 if pem not in found:
                     found.append(pem)
     return found
