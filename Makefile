@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SAM_VENV := .cache/sam-venv
 SAM := $(SAM_VENV)/bin/sam
+CHECKOV_VENV := .cache/checkov-venv
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 ARCH ?= arm64
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -16,6 +18,8 @@ export PYTHONPATH := $(CURDIR)/layers/punk_records/python:$(CURDIR)
 
 .PHONY: help venv sam-venv prepare test unit lint format samples openapi build validate migrate \
 	up down status send clean bench
+.PHONY: migrations-digest
+.PHONY: checkov-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +42,15 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	@$(SAM_VENV)/bin/python -m pip install -q -r requirements-sam.txt
 	@touch $@
 
+checkov-venv: $(CHECKOV_VENV)/.installed ## install checkov into its own virtualenv
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	@echo "==> installing checkov into $(CHECKOV_VENV)"
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	@$(CHECKOV_VENV)/bin/python -m pip install -q -r requirements-checkov.txt
+	@touch $@
+
 prepare: venv ## fetch the Kafka jars and install PostgreSQL if missing (cached)
 	@$(PY) -m local.services prepare
 
@@ -48,9 +61,12 @@ unit: venv ## unit tests only (no services)
 	@$(PY) -m pytest tests/unit
 
 lint: venv ## ruff lint and format check, mypy
+lint: checkov-venv ## cfn-lint (informational checks, serverless rules) and checkov on template.yaml
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
 	@$(PY) -m mypy
+	@$(VENV)/bin/cfn-lint --include-checks I --append-rules cfn_lint_serverless.rules -- template.yaml
+	@$(CHECKOV) --file template.yaml --framework cloudformation --skip-download --quiet --compact
 
 format: venv ## apply ruff formatting and safe fixes
 	@$(PY) -m ruff check --fix .
@@ -67,6 +83,11 @@ build: venv sam-venv ## sam build without Docker (ARCH=arm64|x86_64, default arm
 
 validate: sam-venv ## sam validate --lint (offline)
 	@$(SAM) validate --lint
+
+migrations-digest: venv ## after adding a migration: write its digest into template.yaml
+	@digest=$$($(PY) -c 'from punk_records import migrations; print(migrations.digest())') && \
+		sed -i -E "s/^(      MigrationsDigest: ).*/\1$$digest/" template.yaml && \
+		echo "template.yaml: MigrationsDigest: $$digest"
 
 migrate: venv ## apply the PostgreSQL migrations to DATABASE_URL
 	@$(PY) -m local.migrate

@@ -166,7 +166,9 @@ def pid_alive(pid: int, marker: str) -> bool:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reap our own exited child
         return False
-    return marker in cmdline
+    # While execve replaces the image (the java launcher re-executes itself) the command line
+    # reads empty for a moment; on a loaded machine polling hits that window.
+    return marker in cmdline or not cmdline
 
 
 def read_pid(path: Path) -> int | None:

@@ -2,7 +2,9 @@
 
 Create and Update apply what is pending (idempotent); Delete leaves the database alone. Every
 outcome is PUT to the pre-signed ``ResponseURL``, so a failure fails the stack operation at
-once instead of leaving CloudFormation waiting for the service timeout.
+once instead of leaving CloudFormation waiting for the service timeout. Lock waits and
+statements are bounded by the invocation's remaining time less what the answer needs, so even
+a lock held elsewhere ends in a FAILED answer with the reason, never in a timeout.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from punk_records.bootstrap import container
 from punk_records.observability import logger
 
 PHYSICAL_ID = "punk-records-migrations"
-RESPONSE_TIMEOUT_S = 30
+RESPONSE_TIMEOUT_S = 10
+# Kept back from the invocation's remaining time: the answer's PUT, and the margin before it.
+RESERVE_MS = (RESPONSE_TIMEOUT_S + 2) * 1000
 
 
 @logger.inject_lambda_context
@@ -26,7 +30,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> None:
     """Apply pending migrations on Create/Update and report the outcome to CloudFormation."""
     request_type = event.get("RequestType")
     try:
-        applied = [] if request_type == "Delete" else container.store().migrate()
+        applied = (
+            []
+            if request_type == "Delete"
+            else container.store().migrate(
+                lambda: context.get_remaining_time_in_millis() - RESERVE_MS
+            )
+        )
     except Exception as exc:  # every failure must reach CloudFormation, not only ours
         # The reason is shown in the stack events: the error type and the driver's first line,
         # which names the failure but never a password.

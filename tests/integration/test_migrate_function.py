@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,7 @@ from psycopg.conninfo import make_conninfo
 from local.emulator import LambdaFunction
 from local.postgres_service import Postgres
 from punk_records import migrations
+from punk_records.errors import StoreUnavailable
 
 UNREACHABLE_DSN = "postgresql://punk:s3cret-pw@127.0.0.1:1/punk_records?connect_timeout=1"
 
@@ -133,3 +135,82 @@ def test_given_a_stack_deletion_when_deleted_then_success_is_reported_without_to
     [response] = cloudformation.responses
     assert response["Status"] == "SUCCESS"
     assert response["PhysicalResourceId"] == "punk-records-migrations"
+
+
+def test_given_the_migrations_lock_held_elsewhere_when_created_then_failed_is_reported_in_time(
+    cloudformation: CloudFormation, empty_database: str
+) -> None:
+    # GIVEN another session (a developer's `make migrate`, a second stack) holding the lock
+    # the migrations take, and a migrate function allowed 20 s in all
+    timeout_s = 20
+    with psycopg.connect(empty_database, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (migrations._LOCK_KEY,))
+        with LambdaFunction(
+            "MigrateFunction",
+            env_overrides={"DATABASE_URL": empty_database},
+            parameter_overrides={"MigrationsTimeout": str(timeout_s)},
+        ) as fn:
+            # WHEN CloudFormation creates the resource
+            started = time.monotonic()
+            fn.invoke(request("Create", cloudformation.url))
+            elapsed = time.monotonic() - started
+
+    # THEN the function stopped waiting and answered FAILED, with the reason, before its own
+    # timeout (and so long before CloudFormation's)
+    [response] = cloudformation.responses
+    assert response["Status"] == "FAILED"
+    assert response["Reason"].startswith("StoreUnavailable: schema_migrations: gave up waiting")
+    assert "lock_timeout" in response["Reason"]
+    assert elapsed < timeout_s
+    # AND nothing was applied
+    with psycopg.connect(empty_database) as conn:
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
+
+
+def test_given_a_table_lock_held_elsewhere_when_a_migration_waits_then_its_wait_is_bounded(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a database where the first migration is applied, and a second migration that must
+    # lock a table another session holds
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        migrations.apply(conn)
+    holder = psycopg.connect(empty_database)
+    holder.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+    shipped = migrations.available()
+    extra = (9999, "9999_add_column.sql", "ALTER TABLE events ADD COLUMN note text")
+    monkeypatch.setattr(migrations, "available", lambda: [*shipped, extra])
+    try:
+        with psycopg.connect(empty_database, autocommit=True) as conn:
+            # WHEN the migrations run with 1.5 s left
+            deadline = time.monotonic() + 1.5
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as caught:
+                migrations.apply(conn, lambda: int((deadline - time.monotonic()) * 1000))
+            elapsed = time.monotonic() - started
+    finally:
+        holder.close()
+    # THEN the wait ends within that budget, naming the migration that waited
+    assert str(caught.value).startswith("9999_add_column.sql: gave up waiting for a lock")
+    assert elapsed < 2.5
+
+
+def test_given_a_migration_slower_than_the_time_left_then_it_is_cancelled_in_time(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a migration that would run for 30 s, and 1.5 s left
+    shipped = migrations.available()
+    slow = (9999, "9999_backfill.sql", "SELECT pg_sleep(30)")
+    monkeypatch.setattr(migrations, "available", lambda: [*shipped, slow])
+    deadline = time.monotonic() + 1.5
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        # WHEN the migrations run
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as caught:
+            migrations.apply(conn, lambda: int((deadline - time.monotonic()) * 1000))
+        elapsed = time.monotonic() - started
+        # THEN the slow one is cancelled within the budget; the ones before it stay applied
+        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (
+            shipped[-1][0],
+        )
+    assert str(caught.value).startswith("9999_backfill.sql: stopped by statement_timeout")
+    assert elapsed < 2.5

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from punk_records import store
 
 ROOT = Path(__file__).resolve().parents[2]
 SAM = ROOT / ".cache" / "sam-venv" / "bin" / "sam"
@@ -153,8 +156,35 @@ def test_given_a_build_then_the_layer_holds_the_package_and_no_development_depen
         for p in (site / "punk_records").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     }
-    assert built == expected
+    # The build adds the RDS CA bundle (layers/punk_records/Makefile), nothing else.
+    assert built == expected | {Path("certs/rds-ca-bundle.pem")}
     assert any(p.suffix == ".sql" for p in built)
+
+
+def test_given_a_build_then_the_layer_ships_the_rds_ca_bundle_the_store_verifies_with(
+    build: tuple,
+) -> None:
+    _, build_dir = build
+    bundle = build_dir / "PunkRecordsLayer" / "python" / "punk_records" / "certs"
+    pem = (bundle / "rds-ca-bundle.pem").read_text(encoding="ascii")
+    # Every region's RDS root CAs (2019, and the 2024 RSA2048/RSA4096/ECC384 ones) and the
+    # Amazon roots RDS Proxy chains to; all of them load as trust anchors.
+    context = ssl.create_default_context(cadata=pem)
+    subjects = [
+        dict(item for rdn in cert["subject"] for item in rdn)["commonName"]  # type: ignore[misc]
+        for cert in context.get_ca_certs()
+    ]
+    assert len(subjects) >= 100
+    for name in (
+        "Amazon RDS us-east-1 Root CA RSA2048 G1",
+        "Amazon RDS eu-west-1 Root CA ECC384 G1",
+        "Amazon Root CA 1",
+    ):
+        assert name in subjects
+    # The path the store reads, relative to the package, is the one the build writes.
+    assert store.RDS_CA_BUNDLE.relative_to(store.RDS_CA_BUNDLE.parents[2]) == Path(
+        "punk_records/certs/rds-ca-bundle.pem"
+    )
 
 
 def test_given_a_build_then_each_function_artifact_is_its_handler_code_only(build: tuple) -> None:

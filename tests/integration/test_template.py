@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 from typing import Any, get_args
@@ -10,6 +11,7 @@ from typing import Any, get_args
 import pytest
 
 from local.template import load_template
+from punk_records import migrations
 from punk_records.config import CONSUMER, INGEST, MIGRATE, Settings
 from punk_records.observability import NAMESPACE, SERVICE
 
@@ -144,6 +146,11 @@ def test_given_the_http_api_then_both_routes_go_to_ingest_with_logs_and_throttli
     assert "header" not in api["AccessLogSettings"]["Format"].lower()
     settings = api["DefaultRouteSettings"]
     assert {"ThrottlingBurstLimit", "ThrottlingRateLimit"} <= set(settings)
+    assert settings["DetailedMetricsEnabled"] is True  # per-route figures for the dashboard
+    # The unauthenticated health route has its own, much lower, throttle.
+    health = api["RouteSettings"]["GET /health"]
+    assert 1 <= health["ThrottlingRateLimit"] <= 10
+    assert health["ThrottlingBurstLimit"] <= 20
     assert api["CorsConfiguration"]["Fn::If"][0] == "HasCors"
     ingest_timeout = PARAMETERS["IngestTimeout"]
     assert ingest_timeout["MaxValue"] < 30
@@ -199,6 +206,8 @@ def test_given_an_event_source_mapping_then_it_reads_the_topic_into_the_consumer
     )
     assert config == {"ConsumerGroupId": {"Ref": "ConsumerGroupId"}}
     assert RESOURCES[mapping]["DependsOn"] == "Migrations"
+    # The mapping's own metrics: errors and lag are visible even when nothing is invoked.
+    assert set(props["MetricsConfig"]["Metrics"]) == {"EventCount", "ErrorCount", "KafkaMetrics"}
 
 
 def test_given_the_conditions_then_exactly_one_mapping_exists_for_any_cluster_arn() -> None:
@@ -239,8 +248,19 @@ def _secret_policies(function: str) -> list[Any]:
 @pytest.mark.parametrize(
     ("function", "secrets"),
     [
-        ("IngestFunction", ["DatabaseSecretArn", "ApiTokensSecretArn", "KafkaScramSecretArn"]),
-        ("ConsumerFunction", ["DatabaseSecretArn", "KafkaScramSecretArn"]),
+        (
+            "IngestFunction",
+            [
+                "DatabaseSecretArn",
+                "ApiTokensSecretArn",
+                "KafkaScramSecretArn",
+                "KafkaServerRootCaSecretArn",
+            ],
+        ),
+        (
+            "ConsumerFunction",
+            ["DatabaseSecretArn", "KafkaScramSecretArn", "KafkaServerRootCaSecretArn"],
+        ),
         ("MigrateFunction", ["DatabaseSecretArn"]),
     ],
 )
@@ -266,7 +286,6 @@ def test_given_msk_iam_auth_then_producer_and_consumer_get_only_their_kafka_clus
     consumer = {a for s in _statements("ConsumerFunction") for a in _as_list(s["Action"])}
     assert {a for a in ingest if a.startswith("kafka-cluster:")} == {
         "kafka-cluster:Connect",
-        "kafka-cluster:DescribeCluster",
         "kafka-cluster:WriteDataIdempotently",
         "kafka-cluster:DescribeTopic",
         "kafka-cluster:WriteData",
@@ -281,30 +300,291 @@ def test_given_msk_iam_auth_then_producer_and_consumer_get_only_their_kafka_clus
     }
 
 
-def test_given_the_alarms_then_errors_dead_letters_5xx_and_lag_are_watched() -> None:
-    alarms = {
-        res["Properties"]["MetricName"]: res["Properties"]
-        for res in RESOURCES.values()
-        if res["Type"] == "AWS::CloudWatch::Alarm"
+def test_given_the_iam_policies_then_no_managed_msk_role_and_only_scoped_kafka_actions() -> None:
+    for function in FUNCTIONS:
+        for policy in FUNCTIONS[function].get("Policies", []):
+            assert "AWSLambdaMSKExecutionRole" not in str(policy), function
+    consumer = _statements("ConsumerFunction")
+    kafka = [s for s in consumer if any(a.startswith("kafka:") for a in _as_list(s["Action"]))]
+    assert kafka == [
+        {
+            "Effect": "Allow",
+            "Action": ["kafka:DescribeClusterV2", "kafka:GetBootstrapBrokers"],
+            "Resource": {"Ref": "MskClusterArn"},
+        },
+        {
+            "Effect": "Allow",
+            "Action": "kafka:ListScramSecrets",
+            "Resource": {"Ref": "MskClusterArn"},
+        },
+    ]
+
+
+@pytest.mark.parametrize("function", sorted(NEEDED))
+def test_given_a_kms_decrypt_grant_then_it_holds_only_through_secrets_manager(
+    function: str,
+) -> None:
+    grants = [s for s in _statements(function) if "kms:Decrypt" in _as_list(s["Action"])]
+    assert grants
+    for statement in grants:
+        assert statement["Resource"]["Ref"].endswith("KmsKeyArn")
+        via = statement["Condition"]["StringEquals"]["kms:ViaService"]
+        assert via == {"Fn::Sub": "secretsmanager.${AWS::Region}.${AWS::URLSuffix}"}
+
+
+def test_given_the_ingest_function_then_its_concurrency_can_be_reserved() -> None:
+    reserved = FUNCTIONS["IngestFunction"]["ReservedConcurrentExecutions"]["Fn::If"]
+    assert reserved == [
+        "HasIngestReservedConcurrency",
+        {"Ref": "IngestReservedConcurrency"},
+        {"Ref": "AWS::NoValue"},
+    ]
+    assert PARAMETERS["IngestReservedConcurrency"]["Default"] == 0
+
+
+def test_given_every_log_group_then_it_outlives_the_stack() -> None:
+    groups = {n: r for n, r in RESOURCES.items() if r["Type"] == "AWS::Logs::LogGroup"}
+    assert set(groups) == {
+        "ApiAccessLogGroup",
+        "IngestLogGroup",
+        "ConsumerLogGroup",
+        "MigrateLogGroup",
     }
-    assert set(alarms) == {"Errors", "RecordsDeadLettered", "5xx", "OffsetLag"}
-    assert alarms["Errors"]["Dimensions"][0]["Value"] == {"Ref": "ConsumerFunction"}
-    assert alarms["OffsetLag"]["Dimensions"][0]["Value"] == {"Ref": "ConsumerFunction"}
-    assert alarms["5xx"]["Dimensions"][0]["Value"] == {"Ref": "HttpApi"}
+    for name, group in groups.items():
+        assert group["DeletionPolicy"] == "Retain", name
+        assert group["UpdateReplacePolicy"] == "Retain", name
+
+
+# Lambda's synchronous invocation limit (request), and the largest API Gateway event around a
+# body: 10,240 bytes of request line and headers plus the fixed fields.
+INVOKE_LIMIT = 6 * 1024 * 1024
+EVENT_ENVELOPE = 16 * 1024
+
+
+def _base64_size(n: int) -> int:
+    return 4 * ((n + 2) // 3)
+
+
+def test_given_the_size_parameters_then_every_maximum_fits_the_whole_path() -> None:
+    body, payload, record = (
+        PARAMETERS[p] for p in ("MaxBodyBytes", "MaxPayloadBytes", "MaxRecordBytes")
+    )
+    # A body, even base64-encoded by API Gateway, fits one synchronous invocation.
+    assert _base64_size(body["MaxValue"]) + EVENT_ENVELOPE <= INVOKE_LIMIT
+    # A record, base64-encoded in the mapping's event, fits one consumer invocation.
+    assert _base64_size(record["MaxValue"]) + EVENT_ENVELOPE <= INVOKE_LIMIT
+    # A payload at its maximum leaves room for the envelope inside the largest record.
+    assert payload["MaxValue"] + 4096 <= record["MaxValue"]
+    assert payload["Default"] + 4096 <= record["Default"]
+    # The producer's limit is set from the parameter in both functions that read records.
+    for function in ("IngestFunction", "ConsumerFunction"):
+        assert environment(function)["MAX_RECORD_BYTES"] == {"Ref": "MaxRecordBytes"}
+    field = Settings.model_fields["max_record_bytes"]
+    assert field.default == record["Default"]
+
+
+def test_given_a_deploy_then_migrations_rerun_when_the_database_or_the_migration_set_changes() -> (
+    None
+):
+    resource = RESOURCES["Migrations"]
+    props = resource["Properties"]
+    assert props["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
+    assert props["DatabaseSecretArn"] == {"Ref": "DatabaseSecretArn"}
+    # Stale digest: run `make migrations-digest` after adding or changing a migration file.
+    assert props["MigrationsDigest"] == migrations.digest()
+    # CloudFormation waits longer than the function may run, so the function always answers.
+    timeout = PARAMETERS["MigrationsTimeout"]
+    assert FUNCTIONS["MigrateFunction"]["Timeout"] == {"Ref": "MigrationsTimeout"}
+    assert props["ServiceTimeout"] > timeout["MaxValue"]
+
+
+def test_given_the_digest_then_it_changes_with_any_migration_file(monkeypatch) -> None:
+    before = migrations.digest()
+    extra = (9999, "9999_more.sql", "CREATE TABLE t (id int);")
+    monkeypatch.setattr(migrations, "available", lambda: [*ORIGINAL_AVAILABLE(), extra])
+    assert migrations.digest() != before
+
+
+ORIGINAL_AVAILABLE = migrations.available
+
+
+@pytest.mark.parametrize("function", ["IngestFunction", "ConsumerFunction"])
+def test_given_a_function_that_touches_the_database_then_it_waits_for_the_migrations(
+    function: str,
+) -> None:
+    assert RESOURCES[function]["DependsOn"] == "Migrations"
+    assert "DependsOn" not in RESOURCES["MigrateFunction"]
+
+
+def test_given_the_alarms_then_errors_dead_letters_5xx_lag_and_mapping_errors_are_watched() -> None:
+    alarms = {
+        n: r["Properties"] for n, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert set(alarms) == {
+        "ConsumerErrorsAlarm",
+        "DeadLetteredRecordsAlarm",
+        "Ingest5xxAlarm",
+        "ConsumerOffsetLagAlarm",
+        "ConsumerMappingErrorsAlarm",
+    }
+    assert alarms["ConsumerErrorsAlarm"]["Dimensions"][0]["Value"] == {"Ref": "ConsumerFunction"}
+    assert alarms["Ingest5xxAlarm"]["Dimensions"][0]["Value"] == {"Ref": "HttpApi"}
+    # No lag figure at all means the mapping is not polling: that must alarm, not hide.
+    lag = alarms["ConsumerOffsetLagAlarm"]
+    assert (lag["MetricName"], lag["TreatMissingData"]) == ("OffsetLag", "breaching")
+    assert lag["Dimensions"][0]["Value"] == {"Ref": "ConsumerFunction"}
     # The dead-letter metric is the consumer's own EMF metric: same name, namespace, dimension.
-    consumer_source = (ROOT / "functions" / "consumer" / "app.py").read_text(encoding="utf-8")
-    assert 'name="RecordsDeadLettered"' in consumer_source
-    assert alarms["RecordsDeadLettered"]["Namespace"] == NAMESPACE
-    assert alarms["RecordsDeadLettered"]["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    dead = alarms["DeadLetteredRecordsAlarm"]
+    assert "RecordsDeadLettered" in emitted_metrics()
+    assert dead["Namespace"] == NAMESPACE
+    assert dead["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    # The mapping's error metrics, on its own UUID, whichever mapping exists.
+    mapping = alarms["ConsumerMappingErrorsAlarm"]
+    stats = [m["MetricStat"]["Metric"] for m in mapping["Metrics"] if "MetricStat" in m]
+    assert {m["MetricName"] for m in stats} <= AWS_METRICS["AWS/Lambda"]
+    assert {m["MetricName"] for m in stats} >= {"PollingErrorCount", "CommitErrorCount"}
+    for metric in stats:
+        assert metric["Dimensions"][0]["Name"] == "EventSourceMappingUUID"
+        assert metric["Dimensions"][0]["Value"]["Fn::If"][0] == "UseMsk"
+    for name, props in alarms.items():
+        assert props["AlarmActions"]["Fn::If"][0] == "HasAlarmTopic", name
 
 
-def test_given_a_deploy_then_the_migrations_custom_resource_runs_on_every_new_layer() -> None:
-    migrations = RESOURCES["Migrations"]["Properties"]
-    assert migrations["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
-    assert migrations["LayerVersion"] == {"Ref": "PunkRecordsLayer"}
+# Metrics AWS publishes that the dashboard and alarms may name (AWS docs: Lambda function
+# metrics, event source mapping metrics for Kafka, HTTP API metrics).
+AWS_METRICS = {
+    "AWS/Lambda": {
+        "Invocations",
+        "Errors",
+        "Throttles",
+        "Duration",
+        "ConcurrentExecutions",
+        "OffsetLag",
+        "PolledEventCount",
+        "InvokedEventCount",
+        "FailedInvokeEventCount",
+        "FilteredOutEventCount",
+        "PollingErrorCount",
+        "InvokeErrorCount",
+        "CommitErrorCount",
+        "MaxOffsetLag",
+        "SumOffsetLag",
+    },
+    "AWS/ApiGateway": {"Count", "4xx", "5xx", "Latency", "IntegrationLatency", "DataProcessed"},
+}
+
+
+def emitted_metrics() -> set[str]:
+    """Every metric name the code passes to Powertools (add_metric / single_metric)."""
+    names = set()
+    for source in [*(ROOT / "functions").rglob("*.py"), *(ROOT / "layers").rglob("*.py")]:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(
+                node.func, "attr", getattr(node.func, "id", "")
+            ) in {
+                "add_metric",
+                "single_metric",
+            }:
+                for keyword in node.keywords:
+                    if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
+                        names.add(str(keyword.value.value))
+    return names
+
+
+def _dashboard() -> dict[str, Any]:
+    template, variables = RESOURCES["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([^}]+)\}", template))
+    assert names <= set(RESOURCES) | set(PARAMETERS) | set(variables) | {"AWS::Region"}
+    return json.loads(re.sub(r"\$\{[^}]+\}", "1", template))
+
+
+def _dashboard_metrics() -> list[tuple[str, str, dict[str, str]]]:
+    found = []
+    for widget in _dashboard()["widgets"]:
+        for row in widget["properties"]["metrics"]:
+            fields = [f for f in row if not isinstance(f, dict)]
+            if not fields:
+                continue  # a metric-math expression
+            namespace, name, *dims = fields
+            found.append((namespace, name, dict(zip(dims[::2], dims[1::2], strict=True))))
+    return found
+
+
+def test_given_the_dashboard_then_every_metric_it_names_is_emitted_by_the_code_or_by_aws() -> None:
+    emitted = emitted_metrics()
+    metrics = _dashboard_metrics()
+    assert metrics
+    for namespace, name, dims in metrics:
+        if namespace == NAMESPACE:
+            assert name in emitted, name
+            assert dims == {"service": SERVICE}, name
+        else:
+            assert name in AWS_METRICS[namespace], (namespace, name)
+    named = {name for _, name, _ in metrics}
+    # What an operator looks for first.
+    assert {
+        "Count",
+        "4xx",
+        "5xx",
+        "Latency",
+        "EventsAccepted",
+        "RecordsReceived",
+        "OffsetLag",
+        "BatchesFailed",
+        "RecordsDeadLettered",
+        "Errors",
+        "Throttles",
+        "ConcurrentExecutions",
+    } <= named
+
+
+def test_given_the_dashboard_then_alarm_thresholds_are_drawn_and_its_url_is_an_output() -> None:
+    lines = [
+        line
+        for widget in _dashboard()["widgets"]
+        for line in widget["properties"].get("annotations", {}).get("horizontal", [])
+    ]
+    labels = " ".join(line["label"] for line in lines)
+    for alarm in (
+        "ConsumerOffsetLagAlarm",
+        "DeadLetteredRecordsAlarm",
+        "ConsumerErrorsAlarm",
+        "Ingest5xxAlarm",
+        "ConsumerMappingErrorsAlarm",
+    ):
+        assert alarm in labels
+    body = RESOURCES["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    assert '"value": ${ConsumerOffsetLagThreshold}' in body
+    assert "${Dashboard}" in TEMPLATE["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
 
 
 def test_given_the_outputs_then_api_url_function_names_and_layer_arn_are_there() -> None:
     outputs = TEMPLATE["Outputs"]
     assert {"ApiUrl", "IngestFunctionName", "ConsumerFunctionName", "LayerArn"} <= set(outputs)
     assert outputs["LayerArn"]["Value"] == {"Ref": "PunkRecordsLayer"}
+
+
+def test_given_a_linter_finding_suppressed_in_the_template_then_a_one_line_reason_says_why() -> (
+    None
+):
+    lines = (ROOT / "template.yaml").read_text(encoding="utf-8").splitlines()
+    suppressed = 0
+    for index, line in enumerate(lines):
+        ids = re.findall(r"\b([A-Z]+\d{4})\b", line) if "ignore_checks:" in line else []
+        for check in ids:
+            # cfn-lint has no reason field: the comment block right above names every check.
+            above = []
+            for previous in reversed(lines[:index]):
+                if not previous.strip().startswith("#"):
+                    break
+                above.append(previous)
+            assert any(check in comment for comment in above), f"line {index + 1}: {check}"
+            suppressed += 1
+    for name, resource in RESOURCES.items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            comment = skip.get("comment", "")
+            assert comment.strip(), (name, skip["id"])
+            assert "\n" not in comment.strip(), (name, skip["id"])
+            suppressed += 1
+    assert suppressed  # the check above is not vacuous

@@ -208,8 +208,14 @@ def test_given_event_source_mapping_event_when_handled_then_event_is_not_modifie
 
 
 @mock_aws
-def test_given_database_secret_arn_when_conninfo_built_then_secret_fields_used(monkeypatch):
-    # GIVEN an RDS-style secret in Secrets Manager and only its ARN in the environment
+def test_given_database_secret_arn_when_conninfo_built_then_secret_fields_used(
+    monkeypatch, tmp_path
+):
+    # GIVEN an RDS-style secret in Secrets Manager and only its ARN in the environment, and the
+    # RDS CA bundle the layer build ships
+    bundle = tmp_path / "rds-ca-bundle.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n", encoding="ascii")
+    monkeypatch.setattr(store, "RDS_CA_BUNDLE", bundle)
     client = boto3.client("secretsmanager", region_name="us-east-1")
     arn = client.create_secret(
         Name="punk-records/db",
@@ -235,14 +241,16 @@ def test_given_database_secret_arn_when_conninfo_built_then_secret_fields_used(m
     finally:
         parameters.clear_caches()
         bootstrap.reset()
-    # THEN it comes from the secret (password quoted, TLS required), not from DATABASE_URL
+    # THEN it comes from the secret (password quoted, the server verified against the RDS
+    # CAs), not from DATABASE_URL
     assert conninfo_to_dict(conninfo) == {
         "host": "db.internal",
         "port": "6543",
         "user": "consumer",
         "password": "p@ss word/1",
         "dbname": "punk",
-        "sslmode": "require",
+        "sslmode": "verify-full",
+        "sslrootcert": str(bundle),
     }
 
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from punk_records.errors import ConfigurationError
 
@@ -40,6 +40,8 @@ class Settings(BaseModel):
     kafka_produce_timeout_ms: Annotated[int, read_by(INGEST)] = Field(
         default=10_000, ge=1_000, le=60_000
     )
+    # Secret {"certificate": "<PEM>"} of a private root CA for self-managed brokers.
+    kafka_ssl_ca_secret_arn: Annotated[str, read_by(INGEST)] = ""
     # Set by Lambda itself; no template declares it.
     aws_region: Annotated[str, read_by()] = "us-east-1"
 
@@ -50,6 +52,8 @@ class Settings(BaseModel):
     database_connect_timeout_s: Annotated[int, read_by(INGEST, CONSUMER, MIGRATE)] = Field(
         default=5, ge=1, le=60
     )
+    # An RDS Proxy endpoint to connect to instead of the secret's host (same credentials).
+    database_proxy_endpoint: Annotated[str, read_by(INGEST, CONSUMER)] = ""
 
     # Ingest API
     api_tokens: Annotated[str, read_by(INGEST)] = ""
@@ -62,6 +66,15 @@ class Settings(BaseModel):
     max_payload_bytes: Annotated[int, read_by(INGEST, CONSUMER)] = Field(
         default=262_144, ge=1_024, le=6_000_000
     )
+    max_record_bytes: Annotated[int, read_by(INGEST, CONSUMER)] = Field(
+        default=1_048_576, ge=1_024, le=8_388_608
+    )
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _trim_servers(cls, value: str) -> str:
+        """``"a:9092, b:9092"`` -> ``"a:9092,b:9092"``: spaces around entries are noise."""
+        return ",".join(part.strip() for part in value.split(",") if part.strip())
 
     @classmethod
     def variables_read_by(cls, function: str) -> set[str]:

@@ -18,6 +18,7 @@ from punk_records.config import Settings
 from punk_records.envelope import Envelope
 from punk_records.errors import ProduceError
 from punk_records.health import CHECK_TIMEOUT_S, DependencyDown
+from punk_records.kafka_ca import server_ca_options
 
 
 class _MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]  # untyped library
@@ -35,7 +36,12 @@ class _MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]  # unty
 
 
 def security_options(settings: Settings) -> dict[str, Any]:
-    """kafka-python security settings for the configured auth mode (none, scram, iam)."""
+    """kafka-python security settings for the configured auth mode (none, scram, iam), with
+    the brokers' private root CA when one is configured."""
+    return {**_auth_options(settings), **server_ca_options(settings)}
+
+
+def _auth_options(settings: Settings) -> dict[str, Any]:
     if settings.kafka_auth_mode == "iam":
         return {
             "security_protocol": "SASL_SSL",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import psycopg
 from psycopg import postgres
@@ -43,6 +44,11 @@ _INSERT_EVENTS = (
     f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM events_staging"
     " ON CONFLICT (event_id) DO NOTHING"
 )
+
+# The Amazon RDS and RDS Proxy root CAs, written into the layer by its build (layers/punk_records/
+# Makefile): what verify-full checks the server's certificate against.
+RDS_CA_BUNDLE = Path(__file__).with_name("certs") / "rds-ca-bundle.pem"
+_VERIFYING = frozenset({"verify-ca", "verify-full"})
 
 _INSERT_DEAD_LETTERS = """
 INSERT INTO dead_letters (raw_value, raw_key, kafka_topic, kafka_partition, kafka_offset, error)
@@ -218,24 +224,46 @@ class EventStore:
             self.reset()
             raise StoreUnavailable(f"PostgreSQL check failed: {_reason(exc)}") from exc
 
-    def migrate(self) -> list[str]:
-        """Apply pending migrations on the cached connection; return the names applied."""
-        return migrations.apply(self.connection())
+    def migrate(self, time_left_ms: Callable[[], int] | None = None) -> list[str]:
+        """Apply pending migrations on the cached connection; return the names applied.
+
+        ``time_left_ms`` bounds every lock wait and statement (see :func:`migrations.apply`).
+        """
+        return migrations.apply(self.connection(), time_left_ms)
 
 
 def database_conninfo(settings: Settings) -> str:
-    """Connection string from the RDS-style secret when configured, else ``DATABASE_URL``."""
+    """Connection string from the RDS-style secret when configured, else ``DATABASE_URL``.
+
+    With the secret, TLS defaults to ``verify-full`` against the RDS CA bundle shipped in the
+    layer (or the secret's own ``sslrootcert``); ``"sslmode": "require"`` in the secret is the
+    explicit opt-out (encrypted, server not verified). ``DATABASE_PROXY_ENDPOINT`` replaces the
+    host. Raise ConfigurationError naming what is missing.
+    """
     if settings.database_secret_arn:
         secret = read_json_secret(settings.database_secret_arn)
         try:
-            return make_conninfo(
-                host=secret["host"],
-                port=str(secret.get("port", 5432)),
-                user=secret["username"],
-                password=secret["password"],
-                dbname=secret.get("dbname", "postgres"),
-                sslmode=secret.get("sslmode", "require"),
-            )
+            params = {
+                "host": settings.database_proxy_endpoint or secret["host"],
+                "port": str(secret.get("port", 5432)),
+                "user": secret["username"],
+                "password": secret["password"],
+                "dbname": secret.get("dbname", "postgres"),
+                "sslmode": secret.get("sslmode", "verify-full"),
+            }
         except KeyError as exc:
             raise ConfigurationError(f"database secret lacks the field {exc.args[0]!r}") from None
+        if params["sslmode"] in _VERIFYING:
+            params["sslrootcert"] = secret.get("sslrootcert") or _ca_bundle()
+        return make_conninfo(**params)
     return settings.require("database_url")
+
+
+def _ca_bundle() -> str:
+    if not RDS_CA_BUNDLE.is_file():
+        raise ConfigurationError(
+            f"the RDS CA bundle {RDS_CA_BUNDLE} is missing: build the layer with `make build`"
+            ' (or set "sslrootcert" in the database secret, or "sslmode": "require" to skip'
+            " verifying the server)"
+        )
+    return str(RDS_CA_BUNDLE)
