@@ -45,6 +45,7 @@ LAYERS: dict[str, str] = {
     "ports": DOMAIN,
     "redaction": DOMAIN,
     "aws_secrets": ADAPTER,
+    "kafka_ca": ADAPTER,
     "migrations": ADAPTER,
     "producer": ADAPTER,
     "store": ADAPTER,
