@@ -1,357 +1,712 @@
-"""Secret redaction for event payloads: pure, deterministic and idempotent."""
+"""Secret redaction for event payloads: pure, deterministic, idempotent and linear in time.
+
+Every string of a payload (dict keys included) is joined into one text and scanned once by a
+Hyperscan literal prefilter: it says which rules (``redaction_rules.RULES``) can match at all,
+usually none. Only those rules then run, each as one RE2 pass over the joined text; both engines
+guarantee time linear in the input. Strings that hold percent-escapes or backslash-escapes are
+also scanned decoded (at most two rounds), and a match there replaces the span of the original
+it came from. Around the text rules sit the structural ones: a secret-named key has its whole
+value replaced, a ``{"name": "DB_PASSWORD", "value": ...}`` pair its value, and a PEM block split
+over the items of a list every item of the block.
+
+Matches become ``[REDACTED:<kind>]`` markers; no rule matches a marker, so a second pass changes
+nothing. Engines are built on first use, so importing this module costs no compilation.
+"""
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
+import zlib
 from bisect import bisect_right
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from itertools import accumulate
 from typing import Any
 
-__all__ = ["REDACTED_PREFIX", "redact", "redact_if_needed", "redact_payload"]
+from punk_records.redaction_rules import RULES, RULESET_VERSION, Rule
+
+__all__ = [
+    "REDACTED_PREFIX",
+    "RULESET_VERSION",
+    "credential_family",
+    "redact",
+    "redact_if_needed",
+    "redact_payload",
+    "redact_text",
+]
 
 REDACTED_PREFIX = "[REDACTED:"
-_MARKER = re.compile(r"\[REDACTED:[a-z_]+\]")
-_NOT_MARKER = r"(?!\[REDACTED:)"
+_MARKER = re.compile(r"\[REDACTED:[a-z0-9_]+\]")
+# Strings are joined with a separator no rule crosses: every value class stops at a line break
+# and no class admits NUL. A match that still spans two strings is dropped.
+_SEPARATOR = "\n\x00\n"
 
-# Secret field names, matched against the END of a name with "-", "_", "." and spaces removed,
-# case-insensitively: `db_password`, `X-Api-Key` and `clientSecret` match, `password_policy`,
-# `secret_name` and `primary_key` do not. A bare "key" never matches: it must follow one of the
-# qualifiers below. Every name also matches in the plural except "token", so the counters
-# `max_tokens` and `input_tokens` stay. The first matching row names the marker kind.
+# ------------------------------------------------------------------------------ key names
+
+# Secret field names, matched against the END of a name split into words (separators and
+# camelCase), case-insensitively: `db_password`, `X-Api-Key`, `clientSecret` and `DB_PASS` match,
+# `password_policy`, `secret_name`, `bypass` and `primary_key` do not. The first matching row
+# names the marker kind; names of several words also match written as one (`apikey`).
 _SECRET_NAMES: tuple[tuple[str, str], ...] = (
     ("secret access key", "aws_secret_access_key"),
     ("password", "password"),
     ("passwd", "password"),
     ("passphrase", "password"),
+    ("passcode", "password"),
     ("pwd", "password"),
+    ("pass", "password"),
+    ("pw", "password"),
     ("secret", "secret"),
+    ("secret key base", "secret"),
     ("token", "secret"),
     ("api key", "secret"),
-    ("private key", "secret"),
+    ("app key", "secret"),
+    ("master key", "secret"),
+    ("private key", "private_key"),
+    ("key data", "private_key"),
     ("secret key", "secret"),
     ("access key", "secret"),
+    ("account key", "secret"),
+    ("client key", "secret"),
+    ("license key", "secret"),
     ("signing key", "secret"),
     ("encryption key", "secret"),
     ("credential", "secret"),
     ("cookie", "secret"),
     ("authorization", "secret"),
+    ("auth", "secret"),
 )
-# Too short to be a safe ending (`oauth`, `author`): only the whole name counts.
-_EXACT_SECRET_NAMES = {"auth": "secret"}
+# Names that end like a secret but hold something else: pagination cursors, counters.
+_NOT_SECRET_ENDINGS = (
+    "nexttoken",
+    "pagetoken",
+    "continuationtoken",
+    "paginationtoken",
+    "synctoken",
+    "resumetoken",
+    "cursortoken",
+    "maxtoken",
+    "tokentype",
+)
+# Endings that are words of their own: they count only as the last word of a name.
+_SHORT_NAMES = {"pass", "pw", "pwd", "auth"}
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
 
-def _name_endings() -> dict[str, str]:
-    endings = {}
+def _endings() -> dict[str, str]:
+    endings: dict[str, str] = {}
     for words, kind in _SECRET_NAMES:
         ending = words.replace(" ", "")
-        endings[ending] = kind
+        if ending in _SHORT_NAMES:
+            continue
+        endings.setdefault(ending, kind)
         if ending != "token":
-            endings[ending + "s"] = kind
+            endings.setdefault(ending + "s", kind)
     return endings
 
 
-_NAME_ENDINGS = _name_endings()
+_NAME_ENDINGS = _endings()
 _NAME_ENDING_TUPLE = tuple(_NAME_ENDINGS)
-_NAME_SEPARATORS = str.maketrans("", "", "-_. ")
+_SHORT_KINDS = {words: kind for words, kind in _SECRET_NAMES if words in _SHORT_NAMES}
 
 
 def _marker(kind: str) -> str:
     return f"{REDACTED_PREFIX}{kind}]"
 
 
-@lru_cache(maxsize=2048)
+@lru_cache(maxsize=4096)
 def _name_kind(name: str) -> str | None:
-    """Marker kind if the (already redacted) `name` names a secret field, else None."""
-    # Only redacted names reach this cache, so it never holds a secret.
-    normalised = _MARKER.sub("", name).lower().translate(_NAME_SEPARATORS)
-    if normalised in _EXACT_SECRET_NAMES:
-        return _EXACT_SECRET_NAMES[normalised]
+    """Marker kind if ``name`` (a key, an XML tag, a variable) names a secret, else None."""
+    # Callers pass names as they appear after redaction, so this cache never holds a secret.
+    name = _MARKER.sub("", name)
+    normalised = re.sub(r"[^a-z0-9]", "", name.lower())
+    if not normalised or normalised.endswith(_NOT_SECRET_ENDINGS):
+        return None
     if normalised.endswith(_NAME_ENDING_TUPLE):
         return next(kind for end, kind in _NAME_ENDINGS.items() if normalised.endswith(end))
+    words = _WORDS.findall(name)
+    if words:
+        return _SHORT_KINDS.get(words[-1].lower())
     return None
 
 
-def _label_names() -> str:
-    """The secret names as written in text: `api_key`, `API-KEY`, `apiKey`, `api key`."""
-    # Grouped by first letter, so most positions are rejected by one character-class test.
-    groups: dict[str, list[str]] = {}
-    for words, _ in _SECRET_NAMES:
-        name = "[-_. ]?".join(words.split()) + ("" if words == "token" else "s?")
-        groups.setdefault(name[0], []).append(name[1:])
-    for name in _EXACT_SECRET_NAMES:
-        groups.setdefault(name[0], []).append(f"(?<![A-Za-z0-9_.\\]-].){name[1:]}")
-    return "|".join(f"[{c}{c.upper()}](?i:{'|'.join(rest)})" for c, rest in groups.items())
+# ------------------------------------------------------------------------------ placeholders
+
+_PLACEHOLDER_WORDS = frozenset(
+    {
+        "changeme", "change_me", "change-me", "password", "passwd", "secret", "token", "null",
+        "none", "nil", "true", "false", "undefined", "yes", "no", "redacted", "example",
+        "placeholder", "dummy", "todo", "tbd", "required", "optional", "string", "hidden",
+        "masked", "notset", "not_set", "empty", "value", "your_password", "mypassword",
+        "password123", "secret123", "xxx", "pass", "test", "sample", "foo", "bar", "foobar",
+        "unknown", "default", "prompt", "stdin", "-", "omitted", "sensitive",
+    }
+)  # fmt: skip
+_PLACEHOLDER = re.compile(
+    r"\$\{|\{\{|\$\(|%\(|<[^>]*>|\.\.\.|…|^\$[A-Za-z_]|^%[A-Za-z_]+%$|process\.env|os\.environ"
+    r"|getenv|ENV\[|\bsecrets\.|\bvars\.|^env:|^\(?(?:using|with)\b|EXAMPLE|(?i:your[_ -]?"
+    r"(?:api|secret|access|auth|pass|token|key|own|db|app|client|personal))|(?i:_here$|-here$)"
+    r"|(?i:^(?:insert|replace|enter|put|paste|add)[_ -])|^\[REDACTED:|^[xX*#.•_-]+$"
+)
 
 
-def _reversed_label_names() -> str:
-    """The secret names spelt backwards; looser than `_label_names` (plurals, boundaries)."""
-    names = [
-        "[-_. ]?".join(word[::-1] for word in reversed(words.split())) for words, _ in _SECRET_NAMES
-    ]
-    names += [name[::-1] for name in _EXACT_SECRET_NAMES]
-    return f"(?i:s?(?:{'|'.join(names)}))"
+def _placeholder(value: str) -> bool:
+    """True for values that stand for a secret without being one: references, masks, dummies."""
+    stripped = value.strip("\"'`()[]{};,")
+    if len(stripped) < 3 or stripped.lower() in _PLACEHOLDER_WORDS:
+        return True
+    if len(set(stripped)) <= 2:
+        return True
+    return _PLACEHOLDER.search(stripped) is not None
 
 
-@dataclass(frozen=True)
-class _Detector:
-    """One kind of secret: what to find, what replaces a match, and where to look first.
-
-    `replace` returns None for a match that turns out not to be a secret. `gate` finds at least
-    every place `pattern` matches, scanning faster; with `backwards` it runs over the reversed
-    text. Every gate match contains one of `needles`, or in ASCII text one of `folded_needles`
-    once lower-cased: where a common first letter slows the regex down, a substring test
-    (``in``) rules most texts out several times faster.
-    """
-
-    pattern: re.Pattern[str]
-    replace: Callable[[re.Match[str]], str | None]
-    gate: re.Pattern[str]
-    backwards: bool
-    needles: tuple[str, ...] = ()
-    folded_needles: tuple[str, ...] = ()
+def _random_body(body: str) -> bool:
+    """A token body that is not a placeholder (repeated characters, x-runs, words)."""
+    return len(set(body)) > 4 and "xxxxxx" not in body.lower() and not _placeholder(body)
 
 
-def _whole(kind: str) -> Callable[[re.Match[str]], str]:
-    marker = _marker(kind)
-    return lambda match: marker
+# ------------------------------------------------------------------------------ checks
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-def _mask(match: re.Match[str], group: str, marker: str) -> str:
-    """The whole match with only `group`'s span replaced by `marker`."""
-    start, end = match.span(group)
-    return f"{match.string[match.start() : start]}{marker}{match.string[end : match.end()]}"
+def _github_checksum_ok(token: str) -> bool:
+    """GitHub's classic tokens end in the base62 CRC32 of their 30 random characters."""
+    body = token[4:]
+    if len(body) != 36:
+        return False
+    crc = zlib.crc32(body[:30].encode())
+    digits = ""
+    while crc:
+        crc, rest = divmod(crc, 62)
+        digits = _BASE62[rest] + digits
+    return body[30:] == digits.rjust(6, "0")
 
 
-def _aws(match: re.Match[str]) -> str:
-    if match.group("secret") is None:
-        return _marker("aws_access_key_id")
-    separator = match.string[match.start() + 20 : match.start("secret")]
-    return f"{_marker('aws_access_key_id')}{separator}{_marker('aws_secret_access_key')}"
+_PREFIX_SPLIT = re.compile(r"^[A-Za-z0-9]{1,12}[_.-]|^[A-Z]{2,5}-?")
 
 
-def _sk_key(match: re.Match[str]) -> str | None:
-    key = match.group()
-    # Real keys are random; a kebab-case word chain such as "sk-learn-..." has no digit.
-    if not any(char.isdigit() for char in key):
-        return None
-    return _marker("anthropic_api_key" if key.startswith("sk-ant-") else "openai_api_key")
+def _token_ok(value: str) -> bool:
+    match = _PREFIX_SPLIT.match(value)
+    body = value[match.end() :] if match else value
+    return _random_body(body)
 
 
-def _scheme(match: re.Match[str]) -> str | None:
-    if match.group("bearer") is not None:
-        token = match.group("bearer")
-        # "Bearer authentication" is prose: a short all-letter word is not a credential.
-        if token.isalpha() and len(token) < 20:
-            return None
-        return _mask(match, "bearer", _marker("bearer_token"))
-    credential = match.group("basic")
-    # A Basic credential is base64 of "user:password"; anything else is a word in prose.
+def _value_ok(value: str) -> bool:
+    return not _placeholder(value)
+
+
+def _aws_secret_ok(value: str) -> bool:
+    has = {c.isupper() for c in value if c.isalpha()}
+    return (
+        len(has) == 2
+        and any(c.isdigit() or c in "/+" for c in value)
+        and not _placeholder(value)
+        and len(set(value)) > 10
+    )
+
+
+def _basic_ok(value: str) -> bool:
     try:
-        padded = credential + "=" * (-len(credential) % 4)
-        plain = binascii.a2b_base64(padded, strict_mode=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    if ":" not in plain or not plain.isprintable():
-        return None
-    return _mask(match, "basic", _marker("basic_auth"))
+        plain = binascii.a2b_base64(value + "=" * (-len(value) % 4), strict_mode=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return False
+    return ":" in plain and plain.isprintable()
+
+
+def _bearer_ok(value: str) -> bool:
+    if value.isalpha() and len(value) < 20:
+        return False  # "Bearer authentication" is prose
+    return not _placeholder(value)
+
+
+def _b64_private_key_ok(value: str) -> bool:
+    head = value[:64]
+    try:
+        plain = base64.b64decode(head[: len(head) // 4 * 4], validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return False
+    return "PRIVATE KEY" in plain
+
+
+def _prose_password_ok(value: str) -> bool:
+    value = value.rstrip(".,;:!?)")
+    return (
+        len(value) >= 6
+        and any(c.isalpha() for c in value)
+        and any(c.isdigit() or not c.isalnum() for c in value)
+        and not _placeholder(value)
+    )
+
+
+def _openai_ok(value: str) -> bool:
+    # A kebab-case chain such as "sk-learn-style-naming" has no digit; real keys do.
+    return any(c.isdigit() for c in value) and _token_ok(value)
+
+
+def _discord_ok(value: str) -> bool:
+    return any(c.isdigit() for c in value) and _random_body(value)
+
+
+def _mailgun_ok(value: str) -> bool:
+    return value.startswith("key-") or value.count("-") == 2
+
+
+def _url_password_ok(value: str) -> bool:
+    return not _placeholder(value) and not value.isdigit()
+
+
+_CHECKS: dict[str, Callable[[str], bool]] = {
+    "any": lambda value: True,
+    "github": lambda value: _github_checksum_ok(value) or _token_ok(value),
+    "token": _token_ok,
+    "value": _value_ok,
+    "aws_id": lambda value: "EXAMPLE" not in value,
+    "aws_secret": _aws_secret_ok,
+    "basic": _basic_ok,
+    "bearer": _bearer_ok,
+    "b64_private_key": _b64_private_key_ok,
+    "prose_password": _prose_password_ok,
+    "sk": _openai_ok,
+    "discord": _discord_ok,
+    "mailgun": _mailgun_ok,
+    "url_password": _url_password_ok,
+    "sas": _value_ok,
+}
+
+# ------------------------------------------------------------------------------ the engine
+
+# Hyperscan anchors: for rules whose literals are too common a cheap regex says more. Each is
+# found at least wherever the rule matches.
+_ANCHORS: dict[str, str] = {
+    "azure_storage_key": r"(?i)(?:AccountKey|SharedAccessKey|storage[_.-]?(?:account[_.-]?)?key)"
+    r"[\"']?\s*[=:]",
+    "datadog_key": r"(?i)(?:datadog|dd)[A-Za-z0-9_.\-]{0,20}(?:api|app|application|client)"
+    r"[_.\-]?key",
+    "ibm_cloud_api_key": r"(?i)(?:ibm|bluemix)[A-Za-z0-9_.\-]{0,30}[\"']?\s*[:=]",
+    "aws_secret_access_key": r"[A-Za-z0-9/+]{40}",
+    "discord_bot_token": r"[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.",
+    "mailgun_api_key": r"key-[a-f0-9]{32}|[a-f0-9]{32}-[a-f0-9]{8}-[a-f0-9]{8}",
+    "asana_token": r"[0-9]/[0-9]{10}",
+    "twilio_api_key": r"SK[0-9a-fA-F]{32}",
+    "airtable_token": r"pat[A-Za-z0-9]{14}\.",
+    "mailchimp_api_key": r"[a-f0-9]{32}-us\d",
+    "named_value_pair": r"(?i)value[\"']?[ \t]*[:=]",
+    "xml_secret_element": r"(?i)(?:pass|pw|secret|token|key|auth|credential)[^<>\s]*(?:\s[^>]*)?>",
+    "xml_add_key_value": r"(?i)key\s*=\s*\"",
+    "curl_user": r"(?:^|\s)(?:-u|--user|--proxy-user|-U)[ \t=]+\S",
+    "cli_password": r"(?i)(?:^|\s)-[a-z-]*(?:pass|pw|secret|token|key)[a-z-]*[ \t]+[^\s-]",
+    "openssl_pass": r"pass:",
+    "password_in_prose": r"(?i)(?:pass(?:word|wd|phrase|code)?|pwd|pw)\s+(?:is|was|=|:|of|set|"
+    r"changed|reset)\s",
+    "labelled_secret": r"(?i)(?:pass|pw|secret|token|key|auth|credential|cookie)[A-Za-z0-9_.-]*"
+    r"\\?[\"']?[ \t]*(?:=|:)",
+    "bearer_token": r"(?i)bearer[ \t]+[A-Za-z0-9_~+/-]",
+    "basic_auth": r"(?i)basic[ \t]+[A-Za-z0-9+/]{6}",
+    "url_password": r"://[^\s/?#@]*:[^\s/?#]*@",
+    "cli_short_password": r"\s-[pawP]",
+    "facebook_access_token": r"EAA[A-Za-z0-9]{80}",
+    "octopus_api_key": r"API-[A-Z0-9]{26}",
+    "launchdarkly_key": r"(?:api|sdk|mob)-[0-9a-f]{8}-",
+    "telegram_bot_token": r"\d{8}:AA",
+    "aws_access_key_id": r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}",
+    "google_oauth_refresh_token": r"1//0[A-Za-z0-9_-]{30}",
+    "notion_token": r"secret_[A-Za-z0-9]{43}|ntn_[0-9]{11}",
+    "huggingface_org_token": r"api_org_[A-Za-z]{30}",
+    "npm_token": r"npm_[A-Za-z0-9]{36}",
+    "nuget_api_key": r"oy2[a-z0-9]{43}",
+}
+
+
+# A string of the joined text that ends in a secret word (a dict key such as "db_password");
+# a bare "key" is no such name.
+_NAME_ANCHOR = r"(?i)(?:pass|pw|secret|token|[^\n\x00]key|auth|credential|cookie)[^\n\x00]*\n\x00"
+NAMES = -1
+
+
+class _Compiled:
+    """The rules compiled: one Hyperscan database of anchors, one RE2 regex per rule."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        import hyperscan
+        import re2
+
+        self.rules = tuple(rules)
+        options = re2.Options()
+        options.max_mem = 64 << 20
+        self.regexes = [re2.compile(rule.pattern, options) for rule in self.rules]
+        self.groups = [
+            tuple(regex.groupindex[name] for name in ("s", "s2") if name in regex.groupindex)
+            for regex in self.regexes
+        ]
+        self.name_groups = [regex.groupindex.get("n") for regex in self.regexes]
+        self.checks = [_CHECKS.get(rule.check) for rule in self.rules]
+        expressions: list[bytes] = []
+        flags: list[int] = []
+        owners: list[int] = []
+        for index, rule in enumerate(self.rules):
+            anchor = _ANCHORS.get(rule.family) or rule.anchor or None
+            if anchor is not None:
+                expressions.append(anchor.encode())
+                flags.append(hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY)
+                owners.append(index)
+                continue
+            for literal in rule.literals:
+                expressions.append(re.escape(literal).encode())
+                caseless = hyperscan.HS_FLAG_CASELESS if rule.caseless else 0
+                flags.append(hyperscan.HS_FLAG_SINGLEMATCH | caseless)
+                owners.append(index)
+        # One more anchor: a string that ends in a secret word may be a secret-named key.
+        expressions.append(_NAME_ANCHOR.encode())
+        flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
+        owners.append(NAMES)
+        self.owners = owners
+        self.database = hyperscan.Database()
+        self.database.compile(
+            expressions=expressions, ids=list(range(len(expressions))), flags=flags
+        )
+        self.scratch = hyperscan.Scratch(self.database)
+
+    def candidates(self, text: str) -> list[int]:
+        """Indices of the rules whose anchors occur in ``text``, in rule order; ``NAMES`` first
+        when a string of the joined ``text`` may be a secret-named key."""
+        found: set[int] = set()
+        owners = self.owners
+
+        def on_match(expression: int, start: int, end: int, flags: int, context: object) -> None:
+            found.add(owners[expression])
+
+        self.database.scan(text.encode("utf-8", "surrogatepass"), match_event_handler=on_match,
+                           scratch=self.scratch)  # fmt: skip
+        return sorted(found)
+
+    def spans(
+        self, text: str, candidates: list[int] | None = None
+    ) -> list[tuple[int, int, str, int]]:
+        """Every (start, end, kind, rule index) to replace in ``text``, unmerged."""
+        found: list[tuple[int, int, str, int]] = []
+        for index in self.candidates(text) if candidates is None else candidates:
+            if index == NAMES:
+                continue
+            rule = self.rules[index]
+            groups = self.groups[index]
+            name_group = self.name_groups[index]
+            for match in self.regexes[index].finditer(text):
+                start = end = -1
+                for group in groups:
+                    start, end = match.span(group)
+                    if start >= 0:
+                        break
+                if not groups:
+                    start, end = match.span()
+                if start < 0 or end <= start:
+                    continue
+                value = text[start:end]
+                kind: str | None = rule.kind
+                if rule.check == "labelled":
+                    kind = _labelled_kind(text, match, self.regexes[index])
+                elif name_group is not None:
+                    name_kind = _name_kind(match.group(name_group))
+                    kind = name_kind if name_kind and _value_ok(value.strip()) else None
+                else:
+                    check = self.checks[index]
+                    if check is None or not check(value):
+                        kind = None
+                if kind is not None:
+                    found.append((start, end, kind, index))
+        return found
+
+
+_ENGINE: _Compiled | None = None
+
+
+def _engine() -> _Compiled:
+    global _ENGINE  # built once, on first use
+    if _ENGINE is None:
+        _ENGINE = _Compiled(RULES)
+    return _ENGINE
 
 
 _SCHEME_KINDS = {"bearer": "bearer_token", "basic": "basic_auth"}
 
 
-def _label(match: re.Match[str]) -> str:
-    groups = ("quoted", "credential", "field", "bare")
-    group = next(name for name in groups if match.group(name) is not None)
-    scheme = (match.group("scheme") or "").strip().lower()
-    kind = _SCHEME_KINDS.get(scheme) or _name_kind(match.group("name")) or "secret"
-    return _mask(match, group, _marker(kind))
+def _labelled_kind(text: str, match: Any, regex: Any) -> str | None:
+    """The kind for a ``name = value`` match, or None when it is not a secret assignment."""
+    groups = regex.groupindex
+    name = match.group(groups["n"])
+    quoted = match.group(groups["s"]) is not None
+    value = match.group(groups["s"] if quoted else groups["s2"])
+    start = match.start(groups["n"])
+    if start > 0 and text[start - 1] in ":/$%{.":
+        return None  # an ARN, a path, a reference (secret:prod/db, $SECRET, %(token)s, a.token)
+    kind = _name_kind(name)
+    if kind is None or _placeholder(value) or value[0] in "{[(":
+        return None
+    scheme = (match.group(groups["scheme" if quoted else "scheme2"]) or "").strip().lower()
+    if (
+        match.group(groups["op"]) == ":"
+        and not quoted
+        and not scheme
+        and match.group(groups["tail"]) is None
+    ):
+        return None  # "Forgot password: click here" is prose, "password: hunter2" a field
+    if scheme == "basic" and not _basic_ok(value):
+        return None
+    return _SCHEME_KINDS.get(scheme, kind)
 
 
-def _detector(
-    pattern: str,
-    replace: Callable[[re.Match[str]], str | None],
-    gate: str | None = None,
-    *,
-    backwards: bool = False,
-    needles: tuple[str, ...] = (),
-    folded_needles: tuple[str, ...] = (),
-) -> _Detector:
-    gate_pattern = re.compile(gate or pattern)
-    return _Detector(re.compile(pattern), replace, gate_pattern, backwards, needles, folded_needles)
+# ------------------------------------------------------------------------------ decoded views
+
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_ESCAPED = re.compile(r"\\[\"\\/bfnrtu]")
+_JSON_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\",
+                 "/": "/"}  # fmt: skip
 
 
-# Applied in this order, each to what the previous ones left. Patterns start with a literal or
-# a small character class and check the word boundary after it, so that the regex engine skips
-# ahead fast. For those boundaries a marker counts as part of a word ("]" before a token, "["
-# after it), so a marker never exposes a neighbour that the replaced text shielded and a second
-# pass finds nothing. Tokens come first, so that a private key's marker never sits where its
-# "-----" (no boundary for a token) was; the private key precedes the URL and name rules, which
-# would take its first line for a value; the name rule comes last, so that `GITHUB_TOKEN=ghp_...`
-# says github_token. Only the private key matches across a line break (see `_redact_strings`).
-_DETECTORS: tuple[_Detector, ...] = (
-    _detector(
-        r"eyJ(?<![A-Za-z0-9_\]-]eyJ)[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
-        r"(?:\.[A-Za-z0-9_-]+){0,2}",
-        _whole("jwt"),
-        needles=("eyJ",),
-    ),
-    _detector(
-        r"A(?<![A-Za-z0-9\]]A)[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9\[])"
-        # A 40-character secret key right next to its key id (CSV exports, env listings).
-        r"(?:[^A-Za-z0-9/+\n]{1,8}(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=\[]))?",
-        _aws,
-    ),
-    _detector(
-        r"AIza(?<![A-Za-z0-9_\]-]AIza)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_\[-])",
-        _whole("google_api_key"),
-    ),
-    _detector(
-        r"g(?<![A-Za-z0-9\]]g)(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})",
-        _whole("github_token"),
-    ),
-    _detector(r"glpat-(?<![A-Za-z0-9\]]glpat-)[A-Za-z0-9_-]{20,}", _whole("gitlab_token")),
-    _detector(r"xox(?<![A-Za-z0-9\]]xox)[abeprs]-[A-Za-z0-9-]{10,}", _whole("slack_token")),
-    _detector(
-        r"[rs]k_(?<![A-Za-z0-9\]][rs]k_)(?:live|test)_[A-Za-z0-9]{10,}",
-        _whole("stripe_key"),
-        gate=r"k_(?:live|test)_",
-    ),
-    _detector(
-        r"whsec_(?<![A-Za-z0-9\]]whsec_)[A-Za-z0-9+/=]{20,}", _whole("stripe_webhook_secret")
-    ),
-    _detector(r"sk-(?<![A-Za-z0-9_\]-]sk-)[A-Za-z0-9_-]{20,}", _sk_key),
-    _detector(
-        r"[Bb](?<![A-Za-z0-9\]].)(?i:earer[ \t]+"
-        r"(?P<bearer>[A-Za-z0-9_~+/-](?:[A-Za-z0-9._~+/-]*[A-Za-z0-9_~+/=-])?)"
-        r"|asic[ \t]+(?P<basic>[A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=\[]))",
-        _scheme,
-        folded_needles=("bearer", "basic"),
-    ),
-    _detector(
-        r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
-        # A block cut short (truncated log line) is redacted to the end of the string.
-        r"(?s:.*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|.*)",
-        _whole("private_key"),
-    ),
-    _detector(
-        r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9/_-]+)",
-        lambda match: _mask(match, "path", _marker("slack_webhook")),
-    ),
-    _detector(
-        # The user part is kept; it may already hold a marker (https://<token>:x@host).
-        rf"://(?P<user>(?:\[REDACTED:[a-z_]+\]|[^\s:/?#\[\]])*):{_NOT_MARKER}"
-        r"[^\s/?#\"'<>\[\]]+@",
-        lambda match: f"://{match.group('user')}:{_marker('password')}@",
-    ),
-    _detector(
-        rf"(?P<name>{_label_names()})(?:\\?[\"'])?[ \t]*(?>=>|:=|=|(?P<colon>:))(?![=:])[ \t]*"
-        # A scheme word stays (possessive: "Bearer [REDACTED:jwt]" is done, not a new value).
-        r"(?P<quote>\\?[\"'])?(?P<scheme>(?i:bearer|basic|token)[ \t]+)?+"
-        rf"{_NOT_MARKER}(?(quote)(?P<quoted>[^\"'\\\r\n]+)"
-        r"|(?!(?i:null|none|true|false)(?![^\s\"'\\,;&]))"
-        # After "name:" without a scheme only a whole field counts, so that "Forgot password:
-        # click here" keeps its words while "password: hunter2" does not. The field is bounded
-        # and possessive so that a hostile "password:password:..." costs linear, not quadratic.
-        r"(?(colon)(?(scheme)(?P<credential>[^\s\"'\\,;&]++)"
-        r"|(?P<field>[^\s\"'\\,;&]{1,256}+)(?= *(?:[\t\r\n\"',;|)}\]\\]|$)))"
-        r"|(?P<bare>[^\s\"'\\,;&]++)))",
-        _label,
-        # Forward, every position tries every name; backwards, the rare "=" or ":" comes first.
-        gate=rf"[=:][ \t]*(?:[\"']\\?)?{_reversed_label_names()}",
-        backwards=True,
-    ),
-)
+def _percent_decoded(text: str) -> tuple[str, list[int]]:
+    """``text`` with %XX (as UTF-8) decoded, and for each output character its source offset."""
+    out: list[str] = []
+    where: list[int] = []
+    position = 0
+    for match in _PERCENT.finditer(text):
+        start = match.start()
+        if start < position:
+            continue
+        out.extend(text[position:start])
+        where.extend(range(position, start))
+        # A run of escapes decodes together, so multi-byte UTF-8 sequences survive.
+        run_end = start
+        data = bytearray()
+        while run_end + 2 < len(text) + 0 and text[run_end] == "%":
+            pair = text[run_end + 1 : run_end + 3]
+            try:
+                data.append(int(pair, 16))
+            except ValueError:
+                break
+            run_end += 3
+        decoded = data.decode("utf-8", "replace")
+        out.extend(decoded)
+        where.extend([start] * len(decoded))
+        position = run_end
+    out.extend(text[position:])
+    where.extend(range(position, len(text)))
+    return "".join(out), where
 
 
-def _collect(value: Any, strings: list[str], keys: list[str]) -> None:
-    """Every string in `value` into `strings`; dict keys also into `keys`."""
+def _json_unescaped(text: str) -> tuple[str, list[int]]:
+    """``text`` with JSON backslash escapes resolved, and each output character's source."""
+    out: list[str] = []
+    where: list[int] = []
+    position = 0
+    for match in _ESCAPED.finditer(text):
+        start = match.start()
+        if start < position:
+            continue
+        out.extend(text[position:start])
+        where.extend(range(position, start))
+        letter = text[start + 1]
+        if letter == "u":
+            digits = text[start + 2 : start + 6]
+            try:
+                out.append(chr(int(digits, 16)))
+                where.append(start)
+                position = start + 6
+                continue
+            except ValueError:
+                out.append("\\")
+                where.append(start)
+                position = start + 1
+                continue
+        out.append(_JSON_ESCAPES[letter])
+        where.append(start)
+        position = start + 2
+    out.extend(text[position:])
+    where.extend(range(position, len(text)))
+    return "".join(out), where
+
+
+def _decoded_views(text: str) -> list[tuple[str, list[int]]]:
+    """Decoded forms of ``text`` (two rounds at most), each with its map to ``text`` offsets."""
+    views: list[tuple[str, list[int]]] = []
+    frontier: list[tuple[str, list[int] | None]] = [(text, None)]
+    for _ in range(2):
+        following: list[tuple[str, list[int] | None]] = []
+        for current, mapping in frontier:
+            for has, decode in ((_PERCENT, _percent_decoded), (_ESCAPED, _json_unescaped)):
+                if has.search(current) is None:
+                    continue
+                decoded, where = decode(current)
+                if decoded == current:
+                    continue
+                if mapping is not None:
+                    where = [mapping[i] for i in where]
+                views.append((decoded, where))
+                following.append((decoded, where))
+        frontier = following
+    return views
+
+
+def _may_be_encoded(text: str) -> bool:
+    return ("%" in text and _PERCENT.search(text) is not None) or (
+        "\\" in text and _ESCAPED.search(text) is not None
+    )
+
+
+# ------------------------------------------------------------------------------ text redaction
+
+
+def _merge(spans: list[tuple[int, int, str, int]]) -> list[tuple[int, int, str]]:
+    """Overlapping spans as one, named by the earliest rule among them (the most specific)."""
+    merged: list[list[Any]] = []
+    for start, end, kind, rank in sorted(spans):
+        if merged and start < merged[-1][1]:
+            last = merged[-1]
+            last[1] = max(last[1], end)
+            if rank < last[3]:
+                last[2], last[3] = kind, rank
+        else:
+            merged.append([start, end, kind, rank])
+    return [(start, end, kind) for start, end, kind, _ in merged]
+
+
+def _apply(text: str, spans: list[tuple[int, int, str]]) -> str:
+    parts: list[str] = []
+    kept = 0
+    for start, end, kind in spans:
+        parts += (text[kept:start], _marker(kind))
+        kept = end
+    return "".join(parts) + text[kept:]
+
+
+def _decoded_spans(text: str) -> list[tuple[int, int, str, int]]:
+    """Matches found in the decoded views of ``text``, as spans of ``text``."""
+    engine = _engine()
+    found: list[tuple[int, int, str, int]] = []
+    for view, where in _decoded_views(text):
+        for start, end, kind, rank in engine.spans(view):
+            source_start = where[start]
+            source_end = where[end - 1] + 1
+            # An escape that ends the secret ends with it: take the whole escape sequence.
+            while source_end < len(text) and source_end < (
+                where[end] if end < len(where) else len(text)
+            ):
+                source_end += 1
+            found.append((source_start, source_end, kind, rank))
+    return found
+
+
+def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool]:
+    """One pass of the rules over strings: the changed ones, redacted, and whether one of them
+    may be a secret-named key."""
+    joined = _SEPARATOR.join(originals) + _SEPARATOR
+    engine = _engine()
+    candidates = engine.candidates(joined)
+    names = bool(candidates) and candidates[0] == NAMES
+    spans = engine.spans(joined, candidates) if candidates else []
+    encoded = (
+        [i for i, string in enumerate(originals) if _may_be_encoded(string)]
+        if "%" in joined or "\\" in joined
+        else []
+    )
+    if not spans and not encoded:
+        return {}, names
+    starts: list[int] = []
+    offset = 0
+    for string in originals:
+        starts.append(offset)
+        offset += len(string) + len(_SEPARATOR)
+    per_string: dict[int, list[tuple[int, int, str, int]]] = {}
+    for start, end, kind, rank in spans:
+        index = bisect_right(starts, start) - 1
+        base = starts[index]
+        # A match running on into the separator (a truncated block's trailing line break)
+        # ends with its string.
+        end = min(end, base + len(originals[index]))
+        per_string.setdefault(index, []).append((start - base, end - base, kind, rank))
+    for index in encoded:
+        decoded = _decoded_spans(originals[index])
+        if decoded:
+            per_string.setdefault(index, []).extend(decoded)
+    result = {}
+    for index, found in per_string.items():
+        redacted = _apply(originals[index], _merge(found))
+        if redacted != originals[index]:
+            result[originals[index]] = redacted
+    return result, names
+
+
+# A marker can give its neighbour the boundary a replaced character denied it (a token glued to
+# a key block); passes repeat over what changed until nothing does, so redacting is idempotent.
+_MAX_PASSES = 4
+
+
+def _redact_strings(strings: list[str]) -> tuple[dict[str, str], bool]:
+    """The redacted form of every string in ``strings`` that holds a secret, and whether a
+    string may be a secret-named key."""
+    result, names = _redact_once(strings)
+    changed = result
+    for _ in range(_MAX_PASSES - 1):
+        if not changed:
+            break
+        again, _ = _redact_once(list(changed.values()))
+        changed = {}
+        for original, redacted in result.items():
+            if redacted in again:
+                result[original] = changed[original] = again[redacted]
+    return result, names
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every secret the rules find replaced by its marker."""
+    return _redact_strings([text])[0].get(text, text)
+
+
+# ------------------------------------------------------------------------------ structures
+
+_NAME_KEYS = ("name", "Name", "key", "Key", "ParameterKey", "OptionName", "variable")
+_VALUE_KEYS = ("value", "Value", "ParameterValue")
+_PEM_OPEN = re.compile(r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_PEM_CLOSE = re.compile(r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_PEM_LINE = re.compile(r"[A-Za-z0-9+/=\s:,.-]*")
+
+
+def _pair_value_key(node: dict[Any, Any]) -> str | None:
+    """For a ``{"name": "DB_PASSWORD", "value": ...}`` pair, the key of the secret value."""
+    for value_key in _VALUE_KEYS:
+        if value_key in node:
+            for name_key in _NAME_KEYS:
+                name = node.get(name_key)
+                if isinstance(name, str) and _name_kind(name):
+                    return value_key
+    return None
+
+
+def _collect(value: Any, strings: list[str]) -> bool:
+    """Every string in ``value``, dict keys included, into ``strings``; True when a name/value
+    pair names a secret."""
+    pairs = False
     if isinstance(value, dict):
+        if ("value" in value or "Value" in value or "ParameterValue" in value) and (
+            _pair_value_key(value) is not None
+        ):
+            pairs = True
         for key, item in value.items():
             if isinstance(key, str):
                 strings.append(key)
-                keys.append(key)
-            # Strings inline: one call per container rather than one per value.
             if isinstance(item, str):
                 strings.append(item)
-            elif isinstance(item, (dict, list)):
-                _collect(item, strings, keys)
+            elif isinstance(item, dict | list):
+                pairs = _collect(item, strings) or pairs
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, str):
                 strings.append(item)
-            elif isinstance(item, (dict, list)):
-                _collect(item, strings, keys)
+            elif isinstance(item, dict | list):
+                pairs = _collect(item, strings) or pairs
     elif isinstance(value, str):
         strings.append(value)
-
-
-def _apply(detector: _Detector, text: str) -> str:
-    """`text` with every match of `detector` replaced, left to right.
-
-    Unlike ``re.sub``, a match that turns out not to be a secret ("Basic Bearer") does not hide
-    the matches that start inside it ("Bearer <token>").
-    """
-    parts: list[str] = []
-    kept = position = 0
-    while match := detector.pattern.search(text, position):
-        replacement = detector.replace(match)
-        if replacement is None:
-            position = match.start() + 1
-            continue
-        parts += (text[kept : match.start()], replacement)
-        kept = position = match.end()
-    return "".join(parts) + text[kept:] if parts else text
-
-
-def _redact_strings(strings: list[str]) -> dict[str, str]:
-    """The redacted form of every string in `strings` that holds a secret.
-
-    Each detector first searches all strings at once, joined by line breaks (a match inside one
-    string shows up there too; a private key spanning lines flags every string it covers), then
-    runs on the strings it flagged, as the detectors before it left them.
-    """
-    originals = list(dict.fromkeys(strings))
-    current = originals.copy()
-    changed: set[int] = set()
-    joined: str | None = None
-    folded: str | None = None
-    starts: list[int] = []
-    for detector in _DETECTORS:
-        if joined is None:
-            joined = "\n".join(current)
-            folded = None
-            starts = []
-        if detector.needles and not any(needle in joined for needle in detector.needles):
-            continue
-        if detector.folded_needles:
-            # Only ASCII lower-cases exactly as (?i:) matches: not the long s, the Kelvin sign.
-            if folded is None and joined.isascii():
-                folded = joined.lower()
-            if folded is not None and not any(n in folded for n in detector.folded_needles):
-                continue
-        text = joined[::-1] if detector.backwards else joined
-        first_match = detector.gate.search(text)  # usually None: the cheapest call
-        if first_match is None:
-            continue
-        if not starts:
-            starts = list(accumulate((len(string) + 1 for string in current[:-1]), initial=0))
-        flagged: set[int] = set()
-        for match in detector.gate.finditer(text, first_match.start()):
-            start, end = match.span()
-            if detector.backwards:
-                start, end = len(text) - end, len(text) - start
-            flagged.update(range(bisect_right(starts, start) - 1, bisect_right(starts, end - 1)))
-        for index in flagged:
-            result = _apply(detector, current[index])
-            if result != current[index]:
-                current[index] = result
-                changed.add(index)
-                joined = None
-    return {originals[index]: current[index] for index in changed}
+    return pairs
 
 
 def _secret_marker(value: Any, kind: str, redacted: dict[str, str]) -> str:
@@ -361,24 +716,50 @@ def _secret_marker(value: Any, kind: str, redacted: dict[str, str]) -> str:
     return _marker(kind)
 
 
-def _carries_data(value: Any) -> bool:
-    """False for values with nothing to hide: None, booleans, empty strings and containers."""
+def _hides_secret(value: Any) -> bool:
+    """False for values with nothing to hide: None, booleans, empties, placeholders."""
     if value is None or isinstance(value, bool):
         return False
-    return not isinstance(value, str | list | dict) or bool(value)
+    if isinstance(value, str):
+        return bool(value) and not _placeholder(value)
+    return not isinstance(value, list | dict) or bool(value)
+
+
+def _copy_list(items: list[Any], redacted: dict[str, str]) -> list[Any]:
+    result = []
+    in_block = False
+    for item in items:
+        if isinstance(item, str):
+            if in_block:
+                if _PEM_CLOSE.search(item) or _PEM_LINE.fullmatch(item):
+                    in_block = _PEM_CLOSE.search(item) is None
+                    result.append(_marker("private_key"))
+                    continue
+                in_block = False
+            if _PEM_OPEN.search(item) and not _PEM_CLOSE.search(item):
+                in_block = True
+        else:
+            in_block = False
+        result.append(_copy(item, redacted))
+    return result
 
 
 def _copy(value: Any, redacted: dict[str, str]) -> Any:
     if isinstance(value, str):
         return redacted.get(value, value)
     if isinstance(value, dict):
+        pair_key = _pair_value_key(value)
         result: dict[Any, Any] = {}
         for key, item in value.items():
             kind = None
             if isinstance(key, str):
                 key = redacted.get(key, key)
                 kind = _name_kind(key)
-            if kind and _carries_data(item):
+            if key == pair_key and _hides_secret(item) and not isinstance(item, dict):
+                kind = kind or "secret"
+                name = next((value[k] for k in _NAME_KEYS if isinstance(value.get(k), str)), "")
+                kind = _name_kind(name) or kind
+            if kind and _hides_secret(item) and not isinstance(item, dict):
                 item = _secret_marker(item, kind, redacted)
             else:
                 item = _copy(item, redacted)
@@ -391,7 +772,7 @@ def _copy(value: Any, redacted: dict[str, str]) -> Any:
             result[key] = item
         return result
     if isinstance(value, list):
-        return [_copy(item, redacted) for item in value]
+        return _copy_list(value, redacted)
     return value
 
 
@@ -399,28 +780,54 @@ def redact(value: Any) -> Any:
     """Return a redacted deep copy of a JSON-like value; the input is never mutated.
 
     Detected secrets in strings, dict keys included, become ``[REDACTED:<kind>]`` markers. A
-    secret-named key (rule above ``_SECRET_NAMES``) has its whole value replaced unless that
-    value is None, a boolean or empty. Deterministic and idempotent; tuples and other non-JSON
-    types are returned as they are.
+    secret-named key (``_SECRET_NAMES``) has its whole value replaced unless that value is None,
+    a boolean, empty, a placeholder (``${DB_PASSWORD}``, ``********``) or an object (an object
+    is searched like any other: a JSON Schema ``"password": {"type": "string"}`` stays).
+    Deterministic and idempotent; tuples and other non-JSON types are returned as they are.
     """
     strings: list[str] = []
-    _collect(value, strings, [])
-    return _copy(value, _redact_strings(strings) if strings else {})
+    _collect(value, strings)
+    return _copy(value, _redact_strings(strings)[0] if strings else {})
 
 
 def redact_if_needed(value: Any) -> Any | None:
     """``redact(value)``, or None when that is sure to be an equal copy (no string holds a
-    secret and no key names one): the common, clean payload is not copied at all."""
+    secret, no key names one, no name/value pair holds one): the common, clean payload is not
+    copied at all."""
     strings: list[str] = []
-    keys: list[str] = []
-    _collect(value, strings, keys)
-    redacted = _redact_strings(strings) if strings else {}
-    if not redacted and not any(map(_name_kind, keys)):
+    pairs = _collect(value, strings)
+    redacted, names = _redact_strings(strings) if strings else ({}, False)
+    if not redacted and not pairs and not (names and _names_a_secret(value)):
         return None
     return _copy(value, redacted)
+
+
+def _names_a_secret(value: Any) -> bool:
+    """True when a dict key anywhere in ``value`` names a secret."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if any(isinstance(key, str) and _name_kind(key) for key in node):
+                return True
+            stack.extend(item for item in node.values() if isinstance(item, dict | list))
+        elif isinstance(node, list):
+            stack.extend(item for item in node if isinstance(item, dict | list))
+    return False
 
 
 def redact_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """Return a redacted deep copy of an event payload (see ``redact``)."""
     result: dict[str, Any] = redact(payload)
     return result
+
+
+@lru_cache(maxsize=4096)
+def credential_family(text: str) -> str | None:
+    """The family of the first credential rule matching ``text`` (an identifier), or None."""
+    spans = _engine().spans(text)
+    if _may_be_encoded(text):
+        spans += _decoded_spans(text)
+    if not spans:
+        return None
+    return _engine().rules[min(spans, key=lambda span: span[3])[3]].family
