@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import re
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 from punk_records.redaction_rules import RULES, RULESET_VERSION, Rule
 
@@ -57,11 +59,20 @@ _SECRET_NAMES: tuple[tuple[str, str], ...] = (
     ("pwd", "password"),
     ("pass", "password"),
     ("pw", "password"),
+    ("pat", "secret"),
     ("secret", "secret"),
     ("secret key base", "secret"),
     ("token", "secret"),
     ("api key", "secret"),
     ("app key", "secret"),
+    ("admin key", "secret"),
+    ("service key", "secret"),
+    ("auth key", "secret"),
+    ("write key", "secret"),
+    ("deploy key", "secret"),
+    ("root key", "secret"),
+    ("ssh key", "private_key"),
+    ("session key", "secret"),
     ("master key", "secret"),
     ("private key", "private_key"),
     ("key data", "private_key"),
@@ -90,7 +101,7 @@ _NOT_SECRET_ENDINGS = (
     "tokentype",
 )
 # Endings that are words of their own: they count only as the last word of a name.
-_SHORT_NAMES = {"pass", "pw", "pwd", "auth"}
+_SHORT_NAMES = {"pass", "pw", "pwd", "auth", "pat"}
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
 
@@ -153,10 +164,11 @@ _PLACEHOLDER = re.compile(
 
 def _placeholder(value: str) -> bool:
     """True for values that stand for a secret without being one: references, masks, dummies."""
-    stripped = value.strip("\"'`()[]{};,")
+    # Placeholders are short; a long value is judged by its head.
+    stripped = value[:256].strip("\"'`()[]{};,")
     if len(stripped) < 3 or stripped.lower() in _PLACEHOLDER_WORDS:
         return True
-    if len(set(stripped)) <= 2:
+    if len(set(stripped)) <= 2 or "xxxxxx" in stripped.lower():
         return True
     return _PLACEHOLDER.search(stripped) is not None
 
@@ -298,15 +310,17 @@ _ANCHORS: dict[str, str] = {
     "curl_user": r"(?:^|\s)(?:-u|--user|--proxy-user|-U)[ \t=]+\S",
     "cli_password": r"(?i)(?:^|\s)-[a-z-]*(?:pass|pw|secret|token|key)[a-z-]*[ \t]+[^\s-]",
     "openssl_pass": r"pass:",
-    "password_in_prose": r"(?i)(?:pass(?:word|wd|phrase|code)?|pwd|pw)\s+(?:is|was|=|:|of|set|"
-    r"changed|reset)\s",
+    "password_in_prose": r"(?i)(?:word|wd|phrase|code|pw)\s+(?:is|was|=|:|of|set|changed|reset)\s",
     "labelled_secret": r"(?i)(?:pass|pw|secret|token|key|auth|credential|cookie)[A-Za-z0-9_.-]*"
     r"\\?[\"']?[ \t]*(?:=|:)",
     "bearer_token": r"(?i)bearer[ \t]+[A-Za-z0-9_~+/-]",
     "basic_auth": r"(?i)basic[ \t]+[A-Za-z0-9+/]{6}",
-    "url_password": r"://[^\s/?#@]*:[^\s/?#]*@",
+    "url_password": r"://[^\s/?#@]*:[^\s/]*@",
     "cli_short_password": r"\s-[pawP]",
+    "cli_mysql_password": r"\s-p[^\s]",
     "facebook_access_token": r"EAA[A-Za-z0-9]{80}",
+    # Not the run of A: a long self-overlapping literal costs the prefilter on runs of "A".
+    "twitter_bearer_token": r"%(?:2B|2F|3D)",
     "octopus_api_key": r"API-[A-Z0-9]{26}",
     "launchdarkly_key": r"(?:api|sdk|mob)-[0-9a-f]{8}-",
     "telegram_bot_token": r"\d{8}:AA",
@@ -337,8 +351,16 @@ class _Compiled:
         options.max_mem = 64 << 20
         self.regexes = [re2.compile(rule.pattern, options) for rule in self.rules]
         self.groups = [
-            tuple(regex.groupindex[name] for name in ("s", "s2") if name in regex.groupindex)
-            for regex in self.regexes
+            tuple(
+                (regex.groupindex[name], tails.get(name))
+                for name in ("s", "s2", "s3")
+                if name in regex.groupindex
+            )
+            for regex, tails in zip(
+                self.regexes,
+                ({name: re.compile(tail) for name, tail in rule.tails} for rule in self.rules),
+                strict=True,
+            )
         ]
         self.name_groups = [regex.groupindex.get("n") for regex in self.regexes]
         self.checks = [_CHECKS.get(rule.check) for rule in self.rules]
@@ -386,28 +408,36 @@ class _Compiled:
     ) -> list[tuple[int, int, str, int]]:
         """Every (start, end, kind, rule index) to replace in ``text``, unmerged."""
         found: list[tuple[int, int, str, int]] = []
+        # ASCII text is matched as bytes, whose offsets are the text's: RE2's wrapper would
+        # otherwise encode the text again for every search.
+        data = text.encode("ascii") if text.isascii() else None
         for index in self.candidates(text) if candidates is None else candidates:
             if index == NAMES:
                 continue
             rule = self.rules[index]
             groups = self.groups[index]
             name_group = self.name_groups[index]
-            for match in self.regexes[index].finditer(text):
+            resume = [0]
+            for match in _matches(self.regexes[index], text, data, resume):
                 start = end = -1
-                for group in groups:
+                tail = None
+                for group, tail in groups:
                     start, end = match.span(group)
                     if start >= 0:
                         break
                 if not groups:
                     start, end = match.span()
-                if start < 0 or end <= start:
-                    continue
+                if start < resume[0] or end <= start:
+                    continue  # inside the (extended) span of the previous match
+                if tail is not None:
+                    end = tail.match(text, end).end()
+                resume[0] = end
                 value = text[start:end]
                 kind: str | None = rule.kind
                 if rule.check == "labelled":
-                    kind = _labelled_kind(text, match, self.regexes[index])
+                    kind = _labelled_kind(text, match, self.regexes[index], (start, end))
                 elif name_group is not None:
-                    name_kind = _name_kind(match.group(name_group))
+                    name_kind = _name_kind(_group(text, match, name_group) or "")
                     kind = name_kind if name_kind and _value_ok(value.strip()) else None
                 else:
                     check = self.checks[index]
@@ -416,6 +446,24 @@ class _Compiled:
                 if kind is not None:
                     found.append((start, end, kind, index))
         return found
+
+
+def _matches(regex: Any, text: str, data: bytes | None, resume: list[int]) -> Iterator[Any]:
+    """The matches of ``regex`` in ``text`` (given as ASCII ``data`` when it is ASCII); the
+    caller moves ``resume[0]`` past a span it extended, and searching goes on from there."""
+    if data is None:
+        yield from regex.finditer(text)
+        return
+    position = 0
+    while (match := regex.search(data, position)) is not None:
+        yield match
+        position = max(match.end(), match.start() + 1, resume[0])
+
+
+def _group(text: str, match: Any, group: int) -> str | None:
+    """A group of ``match`` as text (the match may be over the text's ASCII bytes)."""
+    start, end = match.span(group)
+    return None if start < 0 else text[start:end]
 
 
 _ENGINE: _Compiled | None = None
@@ -429,30 +477,30 @@ def _engine() -> _Compiled:
 
 
 _SCHEME_KINDS = {"bearer": "bearer_token", "basic": "basic_auth"}
+# An unquoted value that is an expression: a call, or a dotted name (settings.API_KEY).
+_CODE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\(|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
-def _labelled_kind(text: str, match: Any, regex: Any) -> str | None:
+def _labelled_kind(text: str, match: Any, regex: Any, start_end: tuple[int, int]) -> str | None:
     """The kind for a ``name = value`` match, or None when it is not a secret assignment."""
     groups = regex.groupindex
-    name = match.group(groups["n"])
-    quoted = match.group(groups["s"]) is not None
-    value = match.group(groups["s"] if quoted else groups["s2"])
-    start = match.start(groups["n"])
+    name = _group(text, match, groups["n"]) or ""
+    branch = next(b for b in ("", "2", "3") if match.span(groups["s" + b])[0] >= 0)
+    quoted = not branch
+    value = text[start_end[0] : start_end[1]]
+    start = match.span(groups["n"])[0]
     if start > 0 and text[start - 1] in ":/$%{.":
         return None  # an ARN, a path, a reference (secret:prod/db, $SECRET, %(token)s, a.token)
     kind = _name_kind(name)
     if kind is None or _placeholder(value) or value[0] in "{[(":
         return None
-    scheme = (match.group(groups["scheme" if quoted else "scheme2"]) or "").strip().lower()
-    if (
-        match.group(groups["op"]) == ":"
-        and not quoted
-        and not scheme
-        and match.group(groups["tail"]) is None
-    ):
-        return None  # "Forgot password: click here" is prose, "password: hunter2" a field
+    scheme = (_group(text, match, groups["scheme" + branch]) or "").strip().lower()
     if scheme == "basic" and not _basic_ok(value):
         return None
+    op_start, op_end = match.span(groups["op" + branch])
+    spaced = text[op_start - 1] in " \t"
+    if not quoted and _CODE.match(value) and (text[op_start:op_end] in (":=", "=>") or spaced):
+        return None  # token := os.Getenv(...), api_key = settings.API_KEY: code, not a value
     return _SCHEME_KINDS.get(scheme, kind)
 
 
@@ -460,91 +508,61 @@ def _labelled_kind(text: str, match: Any, regex: Any) -> str | None:
 
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _ESCAPED = re.compile(r"\\[\"\\/bfnrtu]")
-_JSON_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\",
-                 "/": "/"}  # fmt: skip
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
-def _percent_decoded(text: str) -> tuple[str, list[int]]:
-    """``text`` with %XX (as UTF-8) decoded, and for each output character its source offset."""
-    out: list[str] = []
-    where: list[int] = []
-    position = 0
-    for match in _PERCENT.finditer(text):
-        start = match.start()
-        if start < position:
-            continue
-        out.extend(text[position:start])
-        where.extend(range(position, start))
-        # A run of escapes decodes together, so multi-byte UTF-8 sequences survive.
-        run_end = start
-        data = bytearray()
-        while run_end + 2 < len(text) + 0 and text[run_end] == "%":
-            pair = text[run_end + 1 : run_end + 3]
-            try:
-                data.append(int(pair, 16))
-            except ValueError:
-                break
-            run_end += 3
-        decoded = data.decode("utf-8", "replace")
-        out.extend(decoded)
-        where.extend([start] * len(decoded))
-        position = run_end
-    out.extend(text[position:])
-    where.extend(range(position, len(text)))
-    return "".join(out), where
+def _percent_decoded(text: str) -> str:
+    """``text`` with %XX decoded as UTF-8 (a view to scan: invalid bytes become U+FFFD)."""
+    if not text.isascii():
+        return unquote(text, errors="replace")
+    # C-speed for hostile runs of escapes: %XX becomes \xXX, decoded by the codec.
+    escaped = _STRAY_PERCENT.sub("%25", text.replace("\\", "\\\\")).replace("%", "\\x")
+    raw = codecs.decode(escaped, "unicode_escape").encode("latin-1")
+    return raw.decode("utf-8", "replace")
 
 
-def _json_unescaped(text: str) -> tuple[str, list[int]]:
-    """``text`` with JSON backslash escapes resolved, and each output character's source."""
-    out: list[str] = []
-    where: list[int] = []
-    position = 0
-    for match in _ESCAPED.finditer(text):
-        start = match.start()
-        if start < position:
-            continue
-        out.extend(text[position:start])
-        where.extend(range(position, start))
-        letter = text[start + 1]
-        if letter == "u":
-            digits = text[start + 2 : start + 6]
-            try:
-                out.append(chr(int(digits, 16)))
-                where.append(start)
-                position = start + 6
-                continue
-            except ValueError:
-                out.append("\\")
-                where.append(start)
-                position = start + 1
-                continue
-        out.append(_JSON_ESCAPES[letter])
-        where.append(start)
-        position = start + 2
-    out.extend(text[position:])
-    where.extend(range(position, len(text)))
-    return "".join(out), where
+def _json_unescaped(text: str) -> str:
+    """``text`` with backslash escapes resolved (a view to scan)."""
+    data = text.encode("ascii", "backslashreplace")
+    return codecs.decode(data, "unicode_escape", "replace")
 
 
-def _decoded_views(text: str) -> list[tuple[str, list[int]]]:
-    """Decoded forms of ``text`` (two rounds at most), each with its map to ``text`` offsets."""
-    views: list[tuple[str, list[int]]] = []
-    frontier: list[tuple[str, list[int] | None]] = [(text, None)]
+def _decoded_views(text: str) -> list[str]:
+    """Decoded forms of ``text``: URL-decoded, JSON-unescaped, two rounds at most."""
+    views: list[str] = []
+    frontier = [text]
     for _ in range(2):
-        following: list[tuple[str, list[int] | None]] = []
-        for current, mapping in frontier:
+        following = []
+        for current in frontier:
             for has, decode in ((_PERCENT, _percent_decoded), (_ESCAPED, _json_unescaped)):
                 if has.search(current) is None:
                     continue
-                decoded, where = decode(current)
-                if decoded == current:
-                    continue
-                if mapping is not None:
-                    where = [mapping[i] for i in where]
-                views.append((decoded, where))
-                following.append((decoded, where))
+                decoded = decode(current)
+                if decoded != current and decoded not in views:
+                    views.append(decoded)
+                    following.append(decoded)
         frontier = following
     return views
+
+
+def _encoded_forms(secret: str) -> re.Pattern[str]:
+    """A pattern for ``secret`` as it may be written encoded: each character itself, percent-
+    encoded (once or twice), or backslash-escaped (once or twice, or as \\uXXXX)."""
+    parts = []
+    for char in secret:
+        options = [re.escape(char)]
+        data = char.encode()
+        hexes = "".join(f"%(?:25)?{byte:02x}" for byte in data)
+        options.append(re.sub(r"[a-f]", lambda m: f"[{m.group()}{m.group().upper()}]", hexes))
+        code = f"{ord(char):04x}" if ord(char) < 0x10000 else None
+        if code is not None:
+            upper = re.sub(r"[a-f]", lambda m: f"[{m.group()}{m.group().upper()}]", code)
+            options.append(f"\\\\{{1,3}}u{upper}")
+        if char in "\"\\/\b\f\n\r\t":
+            letter = {"\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t"}.get(char, char)
+            options.append(f"\\\\{{1,3}}{re.escape(letter)}")
+        parts.append("(?:" + "|".join(options) + ")")
+    return re.compile("".join(parts))
 
 
 def _may_be_encoded(text: str) -> bool:
@@ -580,19 +598,17 @@ def _apply(text: str, spans: list[tuple[int, int, str]]) -> str:
 
 
 def _decoded_spans(text: str) -> list[tuple[int, int, str, int]]:
-    """Matches found in the decoded views of ``text``, as spans of ``text``."""
+    """Matches found in the decoded views of ``text``, as spans of ``text``: each secret found
+    in a view is looked up in ``text`` in its encoded forms; one not found there (an encoding
+    we do not spell back) redacts the whole string."""
     engine = _engine()
     found: list[tuple[int, int, str, int]] = []
-    for view, where in _decoded_views(text):
+    for view in _decoded_views(text):
         for start, end, kind, rank in engine.spans(view):
-            source_start = where[start]
-            source_end = where[end - 1] + 1
-            # An escape that ends the secret ends with it: take the whole escape sequence.
-            while source_end < len(text) and source_end < (
-                where[end] if end < len(where) else len(text)
-            ):
-                source_end += 1
-            found.append((source_start, source_end, kind, rank))
+            spans = [match.span() for match in _encoded_forms(view[start:end]).finditer(text)]
+            if not spans:
+                spans = [(0, len(text))]
+            found.extend((first, last, kind, rank) for first, last in spans if last > first)
     return found
 
 
@@ -682,31 +698,24 @@ def _pair_value_key(node: dict[Any, Any]) -> str | None:
     return None
 
 
-def _collect(value: Any, strings: list[str]) -> bool:
-    """Every string in ``value``, dict keys included, into ``strings``; True when a name/value
-    pair names a secret."""
-    pairs = False
+def _collect(value: Any, strings: list[str]) -> None:
+    """Every string in ``value``, dict keys included, into ``strings``."""
     if isinstance(value, dict):
-        if ("value" in value or "Value" in value or "ParameterValue" in value) and (
-            _pair_value_key(value) is not None
-        ):
-            pairs = True
         for key, item in value.items():
             if isinstance(key, str):
                 strings.append(key)
             if isinstance(item, str):
                 strings.append(item)
-            elif isinstance(item, dict | list):
-                pairs = _collect(item, strings) or pairs
+            elif isinstance(item, (dict, list)):  # noqa: UP038 - the tuple is faster here
+                _collect(item, strings)
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, str):
                 strings.append(item)
-            elif isinstance(item, dict | list):
-                pairs = _collect(item, strings) or pairs
+            elif isinstance(item, (dict, list)):  # noqa: UP038
+                _collect(item, strings)
     elif isinstance(value, str):
         strings.append(value)
-    return pairs
 
 
 def _secret_marker(value: Any, kind: str, redacted: dict[str, str]) -> str:
@@ -795,20 +804,22 @@ def redact_if_needed(value: Any) -> Any | None:
     secret, no key names one, no name/value pair holds one): the common, clean payload is not
     copied at all."""
     strings: list[str] = []
-    pairs = _collect(value, strings)
+    _collect(value, strings)
     redacted, names = _redact_strings(strings) if strings else ({}, False)
-    if not redacted and not pairs and not (names and _names_a_secret(value)):
+    if not redacted and not (names and _names_a_secret(value)):
         return None
     return _copy(value, redacted)
 
 
 def _names_a_secret(value: Any) -> bool:
-    """True when a dict key anywhere in ``value`` names a secret."""
+    """True when a dict key anywhere in ``value`` names a secret, or a name/value pair does."""
     stack = [value]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             if any(isinstance(key, str) and _name_kind(key) for key in node):
+                return True
+            if _pair_value_key(node) is not None:
                 return True
             stack.extend(item for item in node.values() if isinstance(item, dict | list))
         elif isinstance(node, list):

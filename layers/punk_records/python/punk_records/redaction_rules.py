@@ -15,7 +15,8 @@ and ``pytest tests/unit/test_redaction*.py``. docs/redaction.md says more.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 __all__ = ["RULES", "RULESET_VERSION", "Rule"]
 
@@ -36,11 +37,12 @@ class Rule:
     context: str = ""
     facts: str = ""
     anchor: str = ""
+    tails: tuple[tuple[str, str], ...] = ()
 
 
 # A token's left edge: the start of the text or a character that cannot belong to it.
-_L = r"(?:^|[^A-Za-z0-9_+/=-])"
-_L_DOT = r"(?:^|[^A-Za-z0-9_+/=.-])"
+_L = r"(?:^|[^A-Za-z0-9_+/-])"
+_L_DOT = r"(?:^|[^A-Za-z0-9_+/.-])"
 _B64 = "A-Za-z0-9+/"
 _URL = "A-Za-z0-9_-"
 
@@ -77,10 +79,10 @@ def _keyed(
 ) -> Rule:
     """A generic-looking value that counts only within a few characters after a keyword."""
     pattern = (
-        rf"(?i)(?:{keywords})[A-Za-z0-9_.\-]{{0,30}}[\"']?[ \t]*(?:[:=]|=>|:=|\s)[ \t\"']{{0,4}}"
-        rf"(?:[Bb]earer[ \t]+|SSWS[ \t]+)?(?P<s>{value})(?:[^A-Za-z0-9_+/=-]|$)"
+        rf"(?i)(?:{keywords})[^\n\x00]{{0,48}}?(?:[^A-Za-z0-9_+/.-])"
+        rf"(?P<s>{value})(?:[^A-Za-z0-9_+/=-]|$)"
     )
-    anchor = rf"(?i)(?:{keywords})[A-Za-z0-9_.\-]{{0,30}}[\"']?[ \t]*(?:[:=]|=>|\s)"
+    anchor = rf"(?i)(?:{keywords})"
     return Rule(family, kind, pattern, literals, example, caseless=True, check=check,
                 context=context, facts=facts, anchor=anchor)  # fmt: skip
 
@@ -120,9 +122,9 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "age_secret_key",
         "age_secret_key",
-        r"(?P<s>AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58})",
+        r"(?P<s>AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7Lqpzry9x8gf2tvdw0s3jn54khce6mua7l]{58})",
         ("AGE-SECRET-KEY-1",),
-        "AGE-SECRET-KEY-1{bech:58}",
+        "AGE-SECRET-KEY-1{bechU:58}",
         facts="age X25519 identity: AGE-SECRET-KEY-1 + 58 bech32 characters",
     ),
     # ------------------------------------------------------------------ cloud providers
@@ -1174,10 +1176,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "twitter_bearer_token",
         "twitter_token",
-        _L + r"(?P<s>A{22}[A-Za-z0-9%]{30,})",
-        ("AAAAAAAAAAAAAAAAAAAAA",),
-        "AAAAAAAAAAAAAAAAAAAAA{a:60}",
-        facts="app-only bearer: 22 A + URL-encoded base64",
+        _L + r"(?P<s>A{18,24}[A-Za-z0-9%]{30,})",
+        ("AAAAAAAAAAAAAAAAAA",),
+        "AAAAAAAAAAAAAAAAAAAAA{a:20}%2B{a:24}%3D{a:30}",
+        facts="app-only bearer: 22 A + URL-encoded base64 (with %2B, %2F or %3D)",
     ),
     Rule(
         "facebook_access_token",
@@ -1282,8 +1284,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "url_password",
         "password",
-        r"[A-Za-z][A-Za-z0-9+.-]{1,20}://(?:[^\s:/?#@\[\]\"'<>]*):(?P<s>[^\s/?#\"'<>\[\]@]+"
-        r"(?:@[^\s/?#\"'<>\[\]@]+)*)@[A-Za-z0-9.\[\]_-]",
+        r"[A-Za-z][A-Za-z0-9+.-]{1,20}://(?:[^\s:/?#@\[\]\"'<>]*):(?P<s>[^\s/\"'<>\[\]@]+"
+        r"(?:@[^\s/\"'<>\[\]@]+)*)@[A-Za-z0-9.\[\]_-]",
         ("://",),
         "postgres://app:{pw}@db.internal:5432/app",
         check="url_password",
@@ -1313,29 +1315,23 @@ RULES: tuple[Rule, ...] = (
         facts="--password X, -storepass X, --token X (flag, space, value)",
     ),
     Rule(
-        "cli_short_password",
-        "password",
-        r"(?:^|[\s;|&(])(?:mysql|mysqldump|mysqladmin|mariadb|mariadb-dump|mongo|mongosh|"
-        r"mongodump|mongorestore|docker(?: [a-z]+)? login|podman login|buildah login|helm "
-        r"registry login|az login|sshpass|redis-cli|valkey-cli|ldapsearch|ldapmodify|ldapadd|"
-        r"ldapdelete|sqlcmd|bcp|zip|7z)\b[^\n|;&]{0,200}?\s(?:-p|-a|-w|-P)[ \t]?"
-        r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'-][^\s\"']*)",
-        (
-            "mysql",
-            "mariadb",
-            "mongo",
-            "login",
-            "sshpass",
-            "-cli",
-            "ldap",
-            "sqlcmd",
-            "bcp",
-            "zip",
-            "7z",
-        ),
-        "mysql -u root -p{pw} app",
-        check="value",
-        facts="mysql -pX, sshpass -p X, redis-cli -a X, docker login -p X, ldapsearch -w X",
+        "cli_short_password", "password",
+        r"(?:^|[\s;|&(`\"'])(?:mongo|mongosh|mongodump|mongorestore|docker(?: [a-z]+)? login|"
+        r"podman login|buildah login|helm registry login|az login|sshpass|redis-cli|valkey-cli|"
+        r"ldapsearch|ldapmodify|ldapadd|ldapdelete|ldapwhoami|sqlcmd|bcp|zip)\b[^\n|;&]{0,200}?"
+        r"\s(?:-p|-a|-w|-P)[ \t]?"
+        r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'`-][^\s\"'`]*)",
+        ("mongo", "login", "sshpass", "-cli", "ldap", "sqlcmd", "bcp", "zip"),
+        "sshpass -p {pw} ssh deploy@10.0.0.7", check="value",
+        facts="sshpass -p X, redis-cli -a X, docker login -p X, ldapsearch -w X, sqlcmd -P X",
+    ),
+    Rule(
+        "cli_mysql_password", "password",
+        r"(?:^|[\s;|&(`\"'])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlsh|mariadb|"
+        r"mariadb-dump|7z)\b[^\n|;&]{0,200}?\s-p(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|"
+        r"[^\s\"'`-][^\s\"'`]*)",
+        ("mysql", "mariadb", "7z"), "mysql -u root -p{pw} app", check="value",
+        facts="mysql -pX (attached: a separate word after -p is the database, not a password)",
     ),
     Rule(
         "openssl_pass",
@@ -1413,14 +1409,42 @@ RULES: tuple[Rule, ...] = (
         "labelled_secret",
         "secret",
         r"(?i)(?P<n>[A-Za-z0-9_.-]*(?:pass|pw|secret|token|key|auth|credential|cookie)"
-        r"[A-Za-z0-9_.-]*)(?P<q0>\\?[\"'])?[ \t]*(?P<op>=>|:=|=|:)[ \t]*"
-        r"(?:(?P<q>\\?[\"'])(?P<scheme>(?:bearer|basic|token)[ \t]+)?(?P<s>[^\"'\\\r\n]+)"
-        r"|(?P<scheme2>(?:bearer|basic|token)[ \t]+)?(?P<s2>[^\s\"'\\,;&<>]+)"
-        r"(?P<tail>[ \t]*(?:$|[\r\n\t\"',;|)}\]\\&<]))?)",
+        r"[A-Za-z0-9_.-]*)(?P<q0>\\?[\"'])?[ \t]*(?:"
+        # A quoted value runs to its quote; a bare value after "=" to a delimiter; a bare value
+        # after ":" must fill the field ("password: hunter2" but not "Forgot password: click").
+        r"(?P<op>=>|:=|=|:)[ \t]*(?P<q>\\?[\"'])(?P<scheme>(?:bearer|basic|token)[ \t]+)?"
+        r"(?P<s>[^\"'\\\r\n]{1,200})"
+        r"|(?P<op2>=>|:=|=)[ \t]*(?P<scheme2>(?:bearer|basic|token)[ \t]+)?"
+        r"(?P<s2>[^\s\"'\\,;&<>]{1,200})"
+        r"|(?P<op3>:)[ \t]*(?P<scheme3>(?:bearer|basic|token)[ \t]+)?"
+        r"(?P<s3>[^\s\"'\\,;&<>]{1,200})[ \t]*(?:$|[\r\n\t\"',;|)}\]\\&<]))",
         ("pass", "pw", "secret", "token", "key", "auth", "credential", "cookie"),
         "",
         caseless=True,
         check="labelled",
         facts='NAME=value, name: value, "name": "value" where NAME ends in a secret word',
+        tails=(("s", r"[^\"'\\\r\n]*"), ("s2", r"[^\s\"'\\,;&<>]*")),
     ),
 )
+
+
+# A value class repeated without bound is matched to its minimum by RE2, then extended by a
+# plain class scan: RE2 works out capture groups over the whole match, which for a hostile
+# 256 KiB run costs tens of milliseconds, while extending a run costs microseconds.
+_OPEN_RUN = re.compile(
+    r"^(?P<head>.*\[(?P<cls>[^\[\]]+)\])\{(?P<n>\d+),\}"
+    r"(?P<rest>(?:\(\?:=\{0,2\}\)|=\{0,2\}|\(\?:%3D\|=\)\{0,2\})?\)+)$",
+    re.DOTALL,
+)
+
+
+def _bounded(rule: Rule) -> Rule:
+    match = _OPEN_RUN.match(rule.pattern)
+    if match is None or rule.tails:
+        return rule
+    padding = "(?:%3D|=){0,2}" if "=" in match.group("rest") else ""
+    pattern = f"{match.group('head')}{{{match.group('n')}}}{match.group('rest')}"
+    return replace(rule, pattern=pattern, tails=(("s", f"[{match.group('cls')}]*{padding}"),))
+
+
+RULES = tuple(_bounded(rule) for rule in RULES)
