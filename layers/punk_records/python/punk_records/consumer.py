@@ -14,6 +14,7 @@ from pydantic_core import to_json
 
 from punk_records.envelope import DEFAULT_MAX_PAYLOAD_BYTES, decode
 from punk_records.errors import InvalidEnvelope
+from punk_records.redaction import redact_bytes
 from punk_records.store import DeadLetter, EventStore, StoredEvent, WriteResult
 
 # Enough validation errors to act on; a dead letter is for people, not for a full report.
@@ -170,7 +171,9 @@ def _dead_letter(
     why = reason(record, exc)
     if len(sample) < _MAX_POISON_LISTED:
         sample.append({"partition": _partition_key(record), "offset": record.offset, "reason": why})
-    return DeadLetter(record.value, record.key, record.topic, record.partition, record.offset, why)
+    # A poison record is kept for people to read, but the secrets in it are not.
+    value, key = redact_bytes(record.value), redact_bytes(record.key)
+    return DeadLetter(value, key, record.topic, record.partition, record.offset, why)
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from punk_records.errors import InvalidEnvelope
-from punk_records.redaction import redact_if_needed
+from punk_records.redaction import credential_family, redact_if_needed
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
@@ -132,6 +132,21 @@ class Envelope(BaseModel):
         if value not in SUPPORTED_SCHEMA_VERSIONS:
             supported = ", ".join(map(str, SUPPORTED_SCHEMA_VERSIONS))
             raise ValueError(f"schema_version {value} is not supported; supported: {supported}")
+        return value
+
+    @field_validator("workspace_id", "satellite_id")
+    @classmethod
+    def _not_a_credential(cls, value: str) -> str:
+        # Identifiers travel verbatim (Kafka key, indexed columns): they cannot be redacted
+        # without breaking ordering and lookups, so one that is a credential is refused.
+        family = credential_family(value)
+        if family is not None:
+            raise PydanticCustomError(
+                "credential",
+                "looks like a credential ({family}); identifiers are stored verbatim, "
+                "so send an id that is not a secret",
+                {"family": family},
+            )
         return value
 
     @field_validator("ts", mode="before")

@@ -34,6 +34,7 @@ __all__ = [
     "credential_family",
     "redact",
     "redact_if_needed",
+    "redact_bytes",
     "redact_payload",
     "redact_text",
 ]
@@ -478,7 +479,9 @@ def _engine() -> _Compiled:
 
 _SCHEME_KINDS = {"bearer": "bearer_token", "basic": "basic_auth"}
 # An unquoted value that is an expression: a call, or a dotted name (settings.API_KEY).
-_CODE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\(|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_CODE = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_.]*\(|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$"
+)
 
 
 def _labelled_kind(text: str, match: Any, regex: Any, start_end: tuple[int, int]) -> str | None:
@@ -558,7 +561,7 @@ def _encoded_forms(secret: str) -> re.Pattern[str]:
         if code is not None:
             upper = re.sub(r"[a-f]", lambda m: f"[{m.group()}{m.group().upper()}]", code)
             options.append(f"\\\\{{1,3}}u{upper}")
-        if char in "\"\\/\b\f\n\r\t":
+        if char in '"\\/\b\f\n\r\t':
             letter = {"\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t"}.get(char, char)
             options.append(f"\\\\{{1,3}}{re.escape(letter)}")
         parts.append("(?:" + "|".join(options) + ")")
@@ -831,6 +834,19 @@ def redact_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """Return a redacted deep copy of an event payload (see ``redact``)."""
     result: dict[str, Any] = redact(payload)
     return result
+
+
+def redact_bytes(data: bytes | None) -> bytes | None:
+    """UTF-8 ``data`` (a raw Kafka value or key) with its secrets replaced; bytes that are not
+    UTF-8 are returned as they are."""
+    if not data:
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+    redacted = redact_text(text)
+    return data if redacted == text else redacted.encode("utf-8")
 
 
 @lru_cache(maxsize=4096)
