@@ -33,8 +33,8 @@ __all__ = [
     "RULESET_VERSION",
     "credential_family",
     "redact",
-    "redact_if_needed",
     "redact_bytes",
+    "redact_if_needed",
     "redact_payload",
     "redact_text",
 ]
@@ -422,9 +422,10 @@ class _Compiled:
             for match in _matches(self.regexes[index], text, data, resume):
                 start = end = -1
                 tail = None
-                for group, tail in groups:
+                for group, group_tail in groups:
                     start, end = match.span(group)
                     if start >= 0:
+                        tail = group_tail
                         break
                 if not groups:
                     start, end = match.span()
@@ -709,13 +710,13 @@ def _collect(value: Any, strings: list[str]) -> None:
                 strings.append(key)
             if isinstance(item, str):
                 strings.append(item)
-            elif isinstance(item, (dict, list)):  # noqa: UP038 - the tuple is faster here
+            elif isinstance(item, (dict, list)):  # a tuple: faster than a union here
                 _collect(item, strings)
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, str):
                 strings.append(item)
-            elif isinstance(item, (dict, list)):  # noqa: UP038
+            elif isinstance(item, (dict, list)):
                 _collect(item, strings)
     elif isinstance(value, str):
         strings.append(value)
