@@ -268,3 +268,23 @@ def test_given_10k_nested_objects_when_posted_then_refused_by_depth_before_redac
         parse_event(event_dict(payload=payload))
     assert refused.value.errors[0]["type"] == "too_deep"
     assert MAX_PAYLOAD_DEPTH < 10_000
+
+
+def test_given_raw_json_judged_clean_then_the_full_path_finds_nothing_either():
+    # The consumer skips walking a payload when one scan of the record's raw JSON finds no
+    # sign of work; that shortcut must never skip a payload the full path would change.
+    from bench.common import event_dicts
+    from bench.redaction_corpus import corpus
+    from punk_records.redaction import payload_json_clean
+
+    secrets, clean = corpus()
+    payloads = [case.payload for case in [*secrets, *clean]]
+    payloads += [event["payload"] for event in event_dicts(2_000, seed=3)]
+    skipped = 0
+    for payload in payloads:
+        for ensure_ascii in (True, False):
+            raw = json.dumps(event_dict(payload=payload), ensure_ascii=ensure_ascii).encode()
+            if payload_json_clean(raw):
+                skipped += 1
+                assert redact_if_needed(payload) is None, payload
+    assert skipped > len(payloads)  # the shortcut does apply to most clean payloads

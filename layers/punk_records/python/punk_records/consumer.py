@@ -92,7 +92,7 @@ def classify(
         raise InvalidEnvelope([{"loc": [], "msg": "record has no value", "type": "missing"}])
     # decode() also refuses what PostgreSQL cannot store (NUL, NaN): one such value would
     # otherwise fail every retry of its batch and block the partition.
-    envelope = decode(value, max_payload_bytes).redacted()
+    envelope = decode(value, max_payload_bytes).redacted(value)
     return StoredEvent(
         envelope, record.topic, record.partition, record.offset, to_json(envelope.payload)
     )

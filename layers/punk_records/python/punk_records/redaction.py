@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import contextlib
 import re
 import zlib
 from bisect import bisect_right
@@ -32,6 +33,7 @@ __all__ = [
     "REDACTED_PREFIX",
     "RULESET_VERSION",
     "credential_family",
+    "payload_json_clean",
     "redact",
     "redact_bytes",
     "redact_if_needed",
@@ -336,8 +338,48 @@ _ANCHORS: dict[str, str] = {
 
 # A string of the joined text that ends in a secret word (a dict key such as "db_password");
 # a bare "key" is no such name.
-_NAME_ANCHOR = r"(?i)(?:pass|pw|secret|token|[^\n\x00]key|auth|credential|cookie)[^\n\x00]*\n\x00"
+_NAME_ANCHOR = (
+    r"(?i)(?:pass|pw|secret|token|[^\n\x00]key|key[^A-Za-z0-9]?data|auth|credential|cookie|"
+    r"pat[^A-Za-z])[^\n\x00]*\n\x00"
+)
 NAMES = -1
+_RAW_NAME_ANCHOR = (
+    r"(?i)(?:pass|pw|secret|token|[^\"]key|key[^A-Za-z0-9]?data|auth|credential|cookie|"
+    r"pat[^A-Za-z])"
+)
+
+
+def _raw_anchor(expression: str) -> str:
+    """An anchor for joined strings widened to hold for raw JSON text too: where it expects
+    the start or end of the text or a white space (a string's edge in the joined text), a
+    quote (a string's edge in JSON) does as well. A quote inside a string is escaped in JSON,
+    and raw text with a backslash always takes the full path, so a quote in a character class
+    can only match JSON's structure (`"key": ...`): it is dropped."""
+    out: list[str] = []
+    in_class = escaped = False
+    for char in expression:
+        if escaped:
+            escaped = False
+            if char == "s" and not in_class:
+                out[-1] = r"(?:\s|\")"
+            elif char == '"' and in_class:
+                out.pop()
+            else:
+                out.append(char)
+            continue
+        if char == "\\":
+            escaped = True
+        elif char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class and out and out[-1] != "[":
+            in_class = False
+        elif char in "^$" and not in_class:
+            out.append(f'(?:{char}|")')
+            continue
+        elif char == '"' and in_class:
+            continue
+        out.append(char)
+    return "".join(out)
 
 
 class _Compiled:
@@ -390,6 +432,34 @@ class _Compiled:
             expressions=expressions, ids=list(range(len(expressions))), flags=flags
         )
         self.scratch = hyperscan.Scratch(self.database)
+        # The same anchors for raw JSON text, where a string starts after a quote, not after
+        # the separator; plus what only the full path handles (escapes, secret-named keys).
+        raw = [_raw_anchor(expression.decode()).encode() for expression in expressions[:-1]]
+        raw += [_RAW_NAME_ANCHOR.encode(), rb"\\", rb"%[0-9A-Fa-f]{2}"]
+        self.raw_database = hyperscan.Database()
+        self.raw_database.compile(
+            expressions=raw,
+            ids=list(range(len(raw))),
+            flags=[*flags[:-1], hyperscan.HS_FLAG_SINGLEMATCH, 0, 0],
+        )
+        self.raw_scratch = hyperscan.Scratch(self.raw_database)
+
+    def raw_json_clean(self, data: bytes) -> bool:
+        import hyperscan
+
+        """True when nothing in raw JSON ``data`` can be redacted: no rule's anchor, no secret
+        word, no escape. Stops at the first sign of work."""
+        found = False
+
+        def on_match(expression: int, start: int, end: int, flags: int, context: object) -> int:
+            nonlocal found
+            found = True
+            return 1  # stop scanning
+
+        # Stopping the scan raises ScanTerminated; found already says why.
+        with contextlib.suppress(hyperscan.ScanTerminated):
+            self.raw_database.scan(data, match_event_handler=on_match, scratch=self.raw_scratch)
+        return not found
 
     def candidates(self, text: str) -> list[int]:
         """Indices of the rules whose anchors occur in ``text``, in rule order; ``NAMES`` first
@@ -616,9 +686,10 @@ def _decoded_spans(text: str) -> list[tuple[int, int, str, int]]:
     return found
 
 
-def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool]:
-    """One pass of the rules over strings: the changed ones, redacted, and whether one of them
-    may be a secret-named key."""
+def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool, set[str]]:
+    """One pass of the rules over strings: the changed ones, redacted; whether one of them
+    may be a secret-named key; and the changed ones where a marker touches a word character
+    (only there can another pass find more)."""
     joined = _SEPARATOR.join(originals) + _SEPARATOR
     engine = _engine()
     candidates = engine.candidates(joined)
@@ -630,7 +701,7 @@ def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool]:
         else []
     )
     if not spans and not encoded:
-        return {}, names
+        return {}, names, set()
     starts: list[int] = []
     offset = 0
     for string in originals:
@@ -649,11 +720,24 @@ def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool]:
         if decoded:
             per_string.setdefault(index, []).extend(decoded)
     result = {}
+    glued = set()
     for index, found in per_string.items():
-        redacted = _apply(originals[index], _merge(found))
-        if redacted != originals[index]:
-            result[originals[index]] = redacted
-    return result, names
+        original = originals[index]
+        merged = _merge(found)
+        redacted = _apply(original, merged)
+        if redacted != original:
+            result[original] = redacted
+            if any(
+                (start > 0 and original[start - 1] not in _LOOSE)
+                or (end < len(original) and original[end] not in _LOOSE)
+                for start, end, _ in merged
+            ):
+                glued.add(original)
+    return result, names, glued
+
+
+# Characters next to which a marker changes no rule's view of its neighbour.
+_LOOSE = frozenset(" \t\r\n\"'`,;:=()[]{}<>|&!?")
 
 
 # A marker can give its neighbour the boundary a replaced character denied it (a token glued to
@@ -664,16 +748,15 @@ _MAX_PASSES = 4
 def _redact_strings(strings: list[str]) -> tuple[dict[str, str], bool]:
     """The redacted form of every string in ``strings`` that holds a secret, and whether a
     string may be a secret-named key."""
-    result, names = _redact_once(strings)
-    changed = result
+    result, names, glued = _redact_once(strings)
     for _ in range(_MAX_PASSES - 1):
-        if not changed:
+        if not glued:
             break
-        again, _ = _redact_once(list(changed.values()))
-        changed = {}
-        for original, redacted in result.items():
-            if redacted in again:
-                result[original] = changed[original] = again[redacted]
+        current = {result[original]: original for original in glued}
+        again, _, glued_again = _redact_once(list(current))
+        glued = {current[text] for text in glued_again}
+        for text, redacted in again.items():
+            result[current[text]] = redacted
     return result, names
 
 
@@ -829,6 +912,13 @@ def _names_a_secret(value: Any) -> bool:
         elif isinstance(node, list):
             stack.extend(item for item in node if isinstance(item, dict | list))
     return False
+
+
+def payload_json_clean(data: bytes) -> bool:
+    """True when the JSON text ``data`` (an envelope as received) surely holds nothing to
+    redact: then ``redact_if_needed`` of its payload is None, without walking the payload.
+    False means "look": the full path decides."""
+    return _engine().raw_json_clean(data)
 
 
 def redact_payload(payload: dict[str, Any]) -> dict[str, Any]:

@@ -1315,22 +1315,27 @@ RULES: tuple[Rule, ...] = (
         facts="--password X, -storepass X, --token X (flag, space, value)",
     ),
     Rule(
-        "cli_short_password", "password",
+        "cli_short_password",
+        "password",
         r"(?:^|[\s;|&(`\"'])(?:mongo|mongosh|mongodump|mongorestore|docker(?: [a-z]+)? login|"
         r"podman login|buildah login|helm registry login|az login|sshpass|redis-cli|valkey-cli|"
         r"ldapsearch|ldapmodify|ldapadd|ldapdelete|ldapwhoami|sqlcmd|bcp|zip)\b[^\n|;&]{0,200}?"
         r"\s(?:-p|-a|-w|-P)[ \t]?"
         r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'`-][^\s\"'`]*)",
         ("mongo", "login", "sshpass", "-cli", "ldap", "sqlcmd", "bcp", "zip"),
-        "sshpass -p {pw} ssh deploy@10.0.0.7", check="value",
+        "sshpass -p {pw} ssh deploy@10.0.0.7",
+        check="value",
         facts="sshpass -p X, redis-cli -a X, docker login -p X, ldapsearch -w X, sqlcmd -P X",
     ),
     Rule(
-        "cli_mysql_password", "password",
+        "cli_mysql_password",
+        "password",
         r"(?:^|[\s;|&(`\"'])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlsh|mariadb|"
         r"mariadb-dump|7z)\b[^\n|;&]{0,200}?\s-p(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|"
         r"[^\s\"'`-][^\s\"'`]*)",
-        ("mysql", "mariadb", "7z"), "mysql -u root -p{pw} app", check="value",
+        ("mysql", "mariadb", "7z"),
+        "mysql -u root -p{pw} app",
+        check="value",
         facts="mysql -pX (attached: a separate word after -p is the database, not a password)",
     ),
     Rule(
