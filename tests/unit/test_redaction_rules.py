@@ -102,6 +102,10 @@ KEPT = [
     "password_policy: strict, max_tokens: 4096, primary_key: id",
     'token := os.Getenv("GITHUB_TOKEN")',
     "9fceb02d0ae598e95dc970b74767f19372d61af8 sha256:" + "e3b0c442" * 8,
+    "auth: oauth2, authorization: basic",
+    "password: ****1234",
+    "secret: arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbC123",
+    "password: required",
 ]
 
 
@@ -137,6 +141,8 @@ CONTEXTS = [
     pytest.param(f"AWS Secret Access Key [None]: {AWS_SECRET}", AWS_SECRET, id="aws-prompt"),
     pytest.param(f"--aws-secret-access-key {AWS_SECRET}", AWS_SECRET, id="aws-flag"),
     pytest.param(f"MY_S3_SECRET={AWS_SECRET}", AWS_SECRET, id="aws-unusual-name"),
+    pytest.param(f"S3_BACKUP_KEY={AWS_SECRET}", AWS_SECRET, id="aws-key-name"),
+    pytest.param(f"machine api.example.com login ci password {PW}", PW, id="netrc"),
     pytest.param(f"mysql -h db -u root -p{PW} app", PW, id="mysql"),
     pytest.param(f"sshpass -p '{PW}' ssh deploy@10.0.0.7", PW, id="sshpass"),
     pytest.param(f"curl -u deploy:{PW} https://api.example.com", PW, id="curl"),
@@ -188,6 +194,13 @@ def test_given_kubernetes_structures_when_redacted_then_secret_values_go():
     assert result["containers"][0]["env"][1] == {"name": "X", "value": "1"}
     assert result["containers"][0]["env"][0]["value"] == "[REDACTED:password]"
     assert result["kubeconfig"]["users"][0]["user"]["client-key-data"] == "[REDACTED:private_key]"
+
+
+def test_given_an_aws_secret_in_a_pair_with_an_unusual_name_when_checked_then_redacted():
+    payload = {"env": [{"name": "AWS_SK", "value": AWS_SECRET}]}
+    assert redact_if_needed(payload) == {
+        "env": [{"name": "AWS_SK", "value": "[REDACTED:aws_secret_access_key]"}]
+    }
 
 
 def test_given_a_pem_split_over_list_items_when_redacted_then_every_item_of_the_block_goes():

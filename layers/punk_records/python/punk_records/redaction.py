@@ -162,7 +162,25 @@ _PLACEHOLDER = re.compile(
     r"|getenv|ENV\[|\bsecrets\.|\bvars\.|^env:|^\(?(?:using|with)\b|EXAMPLE|(?i:your[_ -]?"
     r"(?:api|secret|access|auth|pass|token|key|own|db|app|client|personal))|(?i:_here$|-here$)"
     r"|(?i:^(?:insert|replace|enter|put|paste|add)[_ -])|^\[REDACTED:|^[xX*#.•_-]+$"
+    # Masked (****1234) and references to a secret store rather than a secret.
+    r"|\*{3}|•{3}|^(?:arn|op|vault|ssm|secretsmanager|awssm|azkv|gcpsm|sm):|^projects/[^/]+/secrets/"
 )
+# How to authenticate, not with what: "auth: oauth2", "authorization: basic".
+_AUTH_METHOD = re.compile(
+    r"(?i)(?:none|basic|bearer|digest|oauth2?|oidc|saml2?|sso|ldap|kerberos|ntlm|negotiate|mtls|"
+    r"tls|iam|sigv4|jwt|apikey|api[_-]?key|token|password|cert|certificate|anonymous|required|"
+    r"optional|enabled|disabled|true|false)"
+)
+
+
+def _auth_method(name: str, value: str) -> bool:
+    """True for ``auth: oauth2`` and the like: a scheme under an auth-named key."""
+    words = _WORDS.findall(name)
+    return (
+        bool(words)
+        and words[-1].lower() in ("auth", "authorization")
+        and (_AUTH_METHOD.fullmatch(value.strip()) is not None)
+    )
 
 
 def _placeholder(value: str) -> bool:
@@ -301,6 +319,7 @@ _ANCHORS: dict[str, str] = {
     r"[_.\-]?key",
     "ibm_cloud_api_key": r"(?i)(?:ibm|bluemix)[A-Za-z0-9_.\-]{0,30}[\"']?\s*[:=]",
     "aws_secret_access_key": r"[A-Za-z0-9/+]{40}",
+    "aws_secret_by_name": r"[A-Za-z0-9/+]{40}",
     "discord_bot_token": r"[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.",
     "mailgun_api_key": r"key-[a-f0-9]{32}|[a-f0-9]{32}-[a-f0-9]{8}-[a-f0-9]{8}",
     "asana_token": r"[0-9]/[0-9]{10}",
@@ -426,6 +445,10 @@ class _Compiled:
         expressions.append(_NAME_ANCHOR.encode())
         flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
         owners.append(NAMES)
+        # An AWS-shaped secret may sit in a name/value pair whose name is no secret word.
+        expressions.append(rb"[A-Za-z0-9/+]{40}")
+        flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
+        owners.append(NAMES)
         self.owners = owners
         self.database = hyperscan.Database()
         self.database.compile(
@@ -434,13 +457,13 @@ class _Compiled:
         self.scratch = hyperscan.Scratch(self.database)
         # The same anchors for raw JSON text, where a string starts after a quote, not after
         # the separator; plus what only the full path handles (escapes, secret-named keys).
-        raw = [_raw_anchor(expression.decode()).encode() for expression in expressions[:-1]]
-        raw += [_RAW_NAME_ANCHOR.encode(), rb"\\", rb"%[0-9A-Fa-f]{2}"]
+        raw = [_raw_anchor(expression.decode()).encode() for expression in expressions[:-2]]
+        raw += [_RAW_NAME_ANCHOR.encode(), expressions[-1], rb"\\", rb"%[0-9A-Fa-f]{2}"]
         self.raw_database = hyperscan.Database()
         self.raw_database.compile(
             expressions=raw,
             ids=list(range(len(raw))),
-            flags=[*flags[:-1], hyperscan.HS_FLAG_SINGLEMATCH, 0, 0],
+            flags=[*flags[:-2], hyperscan.HS_FLAG_SINGLEMATCH, hyperscan.HS_FLAG_SINGLEMATCH, 0, 0],
         )
         self.raw_scratch = hyperscan.Scratch(self.raw_database)
 
@@ -549,6 +572,7 @@ def _engine() -> _Compiled:
 
 
 _SCHEME_KINDS = {"bearer": "bearer_token", "basic": "basic_auth"}
+_WORD = re.compile(r"[A-Za-z][a-z]{1,11}")
 # An unquoted value that is an expression: a call, or a dotted name (settings.API_KEY).
 _CODE = re.compile(
     r"[A-Za-z_][A-Za-z0-9_.]*\(|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$"
@@ -566,9 +590,11 @@ def _labelled_kind(text: str, match: Any, regex: Any, start_end: tuple[int, int]
     if start > 0 and text[start - 1] in ":/$%{.":
         return None  # an ARN, a path, a reference (secret:prod/db, $SECRET, %(token)s, a.token)
     kind = _name_kind(name)
-    if kind is None or _placeholder(value) or value[0] in "{[(":
+    if kind is None or _placeholder(value) or value[0] in "{[(" or _auth_method(name, value):
         return None
     scheme = (_group(text, match, groups["scheme" + branch]) or "").strip().lower()
+    if branch == "3" and not scheme and _WORD.fullmatch(value):
+        return None  # "password: required", "token: expired": a word in YAML or prose
     if scheme == "basic" and not _basic_ok(value):
         return None
     op_start, op_end = match.span(groups["op" + branch])
@@ -780,9 +806,22 @@ def _pair_value_key(node: dict[Any, Any]) -> str | None:
         if value_key in node:
             for name_key in _NAME_KEYS:
                 name = node.get(name_key)
-                if isinstance(name, str) and _name_kind(name):
+                if isinstance(name, str) and (_name_kind(name) or _aws_pair(name, node[value_key])):
                     return value_key
     return None
+
+
+def _aws_pair(name: str, value: Any) -> bool:
+    """An AWS-shaped secret under an AWS-ish name (``AWS_SK``, ``S3_BACKUP_KEY``)."""
+    return (
+        isinstance(value, str)
+        and len(value) == 40
+        and _AWS_NAME.search(name) is not None
+        and _aws_secret_ok(value)
+    )
+
+
+_AWS_NAME = re.compile(r"(?i)aws|s3|sk|secret|key|cred")
 
 
 def _collect(value: Any, strings: list[str]) -> None:
@@ -854,7 +893,11 @@ def _copy(value: Any, redacted: dict[str, str]) -> Any:
             if key == pair_key and _hides_secret(item) and not isinstance(item, dict):
                 kind = kind or "secret"
                 name = next((value[k] for k in _NAME_KEYS if isinstance(value.get(k), str)), "")
-                kind = _name_kind(name) or kind
+                kind = _name_kind(name) or (
+                    "aws_secret_access_key" if _aws_pair(name, item) else kind
+                )
+            if isinstance(item, str) and isinstance(key, str) and _auth_method(key, item):
+                kind = None
             if kind and _hides_secret(item) and not isinstance(item, dict):
                 item = _secret_marker(item, kind, redacted)
             else:
