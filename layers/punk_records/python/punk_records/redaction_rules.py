@@ -18,9 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-__all__ = ["RULES", "RULESET_VERSION", "Rule"]
-
-RULESET_VERSION = "2026-11-29.1"
+__all__ = ["RULES", "Rule"]
 
 
 @dataclass(frozen=True)
