@@ -329,13 +329,15 @@ _ANCHORS: dict[str, str] = {
     "airtable_token": r"pat[A-Za-z0-9]{14}\.",
     "mailchimp_api_key": r"[a-f0-9]{32}-us\d",
     "named_value_pair": r"(?i)value[\"']?[ \t]*[:=]",
-    "xml_secret_element": r"(?i)(?:pass|pw|secret|token|key|auth|credential)[^<>\s]*(?:\s[^>]*)?>",
+    "xml_secret_element": r"(?i)</[A-Za-z0-9_:.-]*(?:pass|pw|secret|token|key|auth|credential)",
     "xml_add_key_value": r"(?i)key\s*=\s*\"",
     "curl_user": r"(?:^|\s)(?:-u|--user|--proxy-user|-U)[ \t=]+\S",
-    "cli_password": r"(?i)(?:^|\s)-[a-z-]*(?:pass|pw|secret|token|key)[a-z-]*[ \t]+[^\s-]",
+    "cli_password": r"(?i)(?:^|\s)--?[a-z-]*(?:pass|pw|secret|token|key)",
     "openssl_pass": r"pass:",
-    "password_in_prose": r"(?i)(?:word|wd|phrase|code|pw)\s+(?:is|was|=|:|of|set|changed|reset)\s",
-    "labelled_secret": r"(?i)(?:pass|pw|secret|token|key|auth|credential|cookie)[A-Za-z0-9_.-]*"
+    "password_in_prose": r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)\s+(?:is|was|of|set|"
+    r"changed|reset|=|:)\s",
+    "labelled_secret": r"(?i)(?:pass|pw|secret|token|key|auth|credential|cookie|pat)"
+    r"[A-Za-z0-9_.-]{0,40}"
     r"\\?[\"']?[ \t]*(?:=|:)",
     "bearer_token": r"(?i)bearer[ \t]+[A-Za-z0-9_~+/-]",
     "basic_auth": r"(?i)basic[ \t]+[A-Za-z0-9+/]{6}",
@@ -361,7 +363,7 @@ _ANCHORS: dict[str, str] = {
 # a bare "key" is no such name.
 _NAME_ANCHOR = (
     r"(?i)(?:pass|pw|secret|token|[^\n\x00]key|key[^A-Za-z0-9]?data|auth|credential|cookie|"
-    r"pat[^A-Za-z])[^\n\x00]*\n\x00"
+    r"pat[^A-Za-z])[^\n\x00]{0,40}\n\x00"
 )
 NAMES = -1
 _RAW_NAME_ANCHOR = (
@@ -827,7 +829,11 @@ _AWS_NAME = re.compile(r"(?i)aws|s3|sk|secret|key|cred")
 
 
 def _collect(value: Any, strings: list[str]) -> None:
-    """Every string in ``value``, dict keys included, into ``strings``."""
+    """Every string in ``value``, dict keys included, into ``strings``.
+
+    Recursive: payloads are at most 64 levels deep (envelope validation), and this form was
+    measured faster than an explicit stack for the payloads redaction sees most.
+    """
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str):
@@ -840,7 +846,7 @@ def _collect(value: Any, strings: list[str]) -> None:
         for item in value:
             if isinstance(item, str):
                 strings.append(item)
-            elif isinstance(item, (dict, list)):
+            elif isinstance(item, (dict, list)):  # a tuple: faster than a union here
                 _collect(item, strings)
     elif isinstance(value, str):
         strings.append(value)
@@ -953,9 +959,15 @@ def _names_a_secret(value: Any) -> bool:
                 return True
             if _pair_value_key(node) is not None:
                 return True
-            stack.extend(item for item in node.values() if isinstance(item, dict | list))
+            children: Iterable[Any] = node.values()
         elif isinstance(node, list):
-            stack.extend(item for item in node if isinstance(item, dict | list))
+            children = node
+        else:
+            continue
+        for item in children:
+            kind = type(item)
+            if kind is dict or kind is list or (kind is not str and isinstance(item, dict | list)):
+                stack.append(item)
     return False
 
 

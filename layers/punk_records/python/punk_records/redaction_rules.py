@@ -1453,7 +1453,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "labelled_secret",
         "secret",
-        r"(?i)(?P<n>[A-Za-z0-9_.-]*(?:pass|pw|secret|token|key|auth|credential|cookie)"
+        r"(?i)(?P<n>[A-Za-z0-9_.-]*(?:pass|pw|secret|token|key|auth|credential|cookie|pat)"
         r"[A-Za-z0-9_.-]*)(?P<q0>\\?[\"'])?[ \t]*(?:"
         # A quoted value runs to its quote; a bare value after "=" to a delimiter; a bare value
         # after ":" must fill the field ("password: hunter2" but not "Forgot password: click").
