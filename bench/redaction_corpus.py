@@ -386,6 +386,15 @@ def clean_cases(seed: int = 11) -> list[Case]:
         20,
     )
     add("masked", lambda: {"card": "**** **** **** " + str(rng.randint(1000, 9999))}, 10)
+    vendors = ("heroku", "algolia", "snyk", "datadog", "twilio", "okta", "vault", "mailgun")
+    add(
+        "vendor_ids",
+        lambda: {
+            "note": f"{rng.choice(vendors)} app {uuid.UUID(int=rng.getrandbits(128), version=4)}"
+            f" released, build {_random(rng, hexes, 32)}"
+        },
+        15,
+    )
     add(
         "urls",
         lambda: {

@@ -106,6 +106,9 @@ KEPT = [
     "password: ****1234",
     "secret: arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbC123",
     "password: required",
+    "password: n/a",
+    "heroku app 5f3c1c4e-8d3b-4f6e-9a39-0c5f2b7e8d11 released",
+    "algolia index 5f3e9a1b2c4d6e8f0a1b3c5d7e9f1a2b rebuilt",
 ]
 
 

@@ -156,7 +156,7 @@ _PLACEHOLDER_WORDS = frozenset(
         "placeholder", "dummy", "todo", "tbd", "required", "optional", "string", "hidden",
         "masked", "notset", "not_set", "empty", "value", "your_password", "mypassword",
         "password123", "secret123", "xxx", "pass", "test", "sample", "foo", "bar", "foobar",
-        "unknown", "default", "prompt", "stdin", "-", "omitted", "sensitive",
+        "unknown", "default", "prompt", "stdin", "-", "omitted", "sensitive", "n/a", "tbc",
     }
 )  # fmt: skip
 _PLACEHOLDER = re.compile(

@@ -74,11 +74,15 @@ def _keyed(
     context: str,
     facts: str = "",
     check: str = "token",
+    strict: bool = True,
 ) -> Rule:
-    """A generic-looking value that counts only within a few characters after a keyword."""
+    """A generic-looking value that counts only a few characters after a vendor keyword and,
+    when ``strict``, a secret word (``HEROKU_API_KEY=<uuid>``, "the Twilio auth token is ..."),
+    so that "heroku app <uuid>" stays."""
+    secret_word = r"(?:key|token|secret|pass|pwd|auth|pat|cred|ssws)" if strict else ""
     pattern = (
-        rf"(?i)(?:{keywords})[^\n\x00]{{0,48}}?(?:[^A-Za-z0-9_+/.-])"
-        rf"(?P<s>{value})(?:[^A-Za-z0-9_+/=-]|$)"
+        rf"(?i)(?:{keywords})[^\n\x00]{{0,48}}?{secret_word}[^\n\x00]{{0,24}}?"
+        rf"(?:[^A-Za-z0-9_+/.-])(?P<s>{value})(?:[^A-Za-z0-9_+/=-]|$)"
     )
     anchor = rf"(?i)(?:{keywords})"
     return Rule(family, kind, pattern, literals, example, caseless=True, check=check,
@@ -1021,6 +1025,7 @@ RULES: tuple[Rule, ...] = (
         ("okta", "ssws"),
         "OKTA_API_TOKEN=",
         facts="00 + 40 URL-safe next to okta or SSWS",
+        strict=False,
     ),
     _prefixed(
         "onepassword_service_token",
