@@ -27,10 +27,11 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from punk_records.redaction_rules import RULES, Rule
+if TYPE_CHECKING:
+    from punk_records.redaction_rules import Rule
 
 __all__ = [
     "REDACTED_PREFIX",
@@ -571,6 +572,10 @@ _ENGINE: _Compiled | None = None
 def _engine() -> _Compiled:
     global _ENGINE  # built once, on first use
     if _ENGINE is None:
+        # The rules are imported here, not at module level: building 146 of them is cold-start
+        # time that a request which redacts nothing (health, a refused token) should not pay.
+        from punk_records.redaction_rules import RULES
+
         _ENGINE = _Compiled(RULES)
     return _ENGINE
 
