@@ -137,6 +137,11 @@ def test_given_a_secret_name_holding_no_secret_when_redacted_then_unchanged(payl
 CONTEXTS = [
     pytest.param(f"the SendGrid key is {SENDGRID}, rotate it", SENDGRID, id="prose"),
     pytest.param(
+        "The Datadog API key is " + "5f3e9a1b2c4d6e8f" * 2 + " for prod",
+        "5f3e9a1b2c4d6e8f" * 2,
+        id="prose-keyword-format",
+    ),
+    pytest.param(
         f"    env:\n    - name: SMTP_PASSWORD\n      value: {PW}\n", PW, id="k8s-env-yaml"
     ),
     pytest.param(json.dumps({"name": "DB_PASS", "value": PW}), PW, id="k8s-env-json-text"),
