@@ -360,17 +360,17 @@ _ANCHORS: dict[str, str] = {
 }
 
 
-# A string of the joined text that ends in a secret word (a dict key such as "db_password");
-# a bare "key" is no such name.
-_NAME_ANCHOR = (
-    r"(?i)(?:pass|pw|secret|token|[^\n\x00]key|key[^A-Za-z0-9]?data|auth|credential|cookie|"
-    r"pat[^A-Za-z])[^\n\x00]{0,40}\n\x00"
+# A string of the joined text that ends like a secret name (a dict key such as "db_password", a
+# Kubernetes env name); a bare "key" is no such name. The endings are those of _SECRET_NAMES.
+_NAME_ENDS = (
+    r"(?i)(?:[^\n\x00\"]keys?|key[^A-Za-z0-9]?datas?|key[^A-Za-z0-9]?bases?|"
+    r"pass(?:word|wd|phrase|code)?s?|pwds?|pw|pat|secrets?|token|credentials?|cookies?|"
+    r"authorizations?|auth)"
 )
+_NAME_ANCHOR = _NAME_ENDS + r"[^A-Za-z0-9\n\x00]{0,8}\n\x00"
 NAMES = -1
-_RAW_NAME_ANCHOR = (
-    r"(?i)(?:pass|pw|secret|token|[^\"]key|key[^A-Za-z0-9]?data|auth|credential|cookie|"
-    r"pat[^A-Za-z])"
-)
+# In raw JSON a string ends with a quote.
+_RAW_NAME_ANCHOR = _NAME_ENDS + r"[^A-Za-z0-9\"\\]{0,8}\""
 
 
 def _raw_anchor(expression: str) -> str:
