@@ -42,14 +42,15 @@ prepare: venv ## fetch the Kafka jars and install PostgreSQL if missing (cached)
 	@$(PY) -m local.services prepare
 
 test: prepare sam-venv lint ## THE test command: install what is needed, then run every test
-	@$(PY) -m pytest
+	@$(PY) -m pytest --cov --cov-report=term:skip-covered
 
 unit: venv ## unit tests only (no services)
 	@$(PY) -m pytest tests/unit
 
-lint: venv ## ruff lint and format check
+lint: venv ## ruff lint and format check, mypy
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
+	@$(PY) -m mypy
 
 format: venv ## apply ruff formatting and safe fixes
 	@$(PY) -m ruff check --fix .

@@ -84,7 +84,7 @@ def handler(event, context):
 
 def minimal_template(name: str, directory: Path) -> Path:
     """A copy of template.yaml whose ``name`` function runs the minimal handler instead."""
-    from local.emulator import TEMPLATE, load_template
+    from local.template import TEMPLATE, load_template
 
     template = load_template(TEMPLATE)
     code = directory / "minimal"
@@ -111,7 +111,8 @@ def init_ms(
 ) -> dict[str, Any]:
     """First-invocation minus warm-invocation ``Duration`` over fresh containers (of the
     function in ``template`` when given, e.g. :func:`minimal_template`)."""
-    from local.emulator import TEMPLATE, LambdaFunction
+    from local.emulator import LambdaFunction
+    from local.template import TEMPLATE
 
     event = _cheap_event(name)
     label = f"{name} (minimal)" if template else name

@@ -17,6 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from local.envelopes import envelope_dict
+
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "punk-records.events.v1"
 EVENT_TYPES = (
@@ -122,18 +124,17 @@ def event_dicts(count: int, seed: int = 7, prefix: str = "bench") -> list[dict[s
     for i in range(count):
         kind = EVENT_TYPES[i % len(EVENT_TYPES)]
         events.append(
-            {
-                "event_id": str(uuid.uuid5(base, f"e{i}")),
-                "schema_version": 1,
-                "ts": f"2026-11-26T06:{i // 60 % 60:02d}:{i % 60:02d}Z",
-                "workspace_id": f"ws-{i % 50}",
-                "satellite_id": f"sat-{i % 13}",
-                "trace_id": str(uuid.uuid5(base, f"t{i // 4}")),
-                "type": kind,
-                "severity": ("low", "medium", "high")[i % 3],
-                "confidence": round(rng.random(), 3),
-                "payload": _payload(rng, kind, i),
-            }
+            envelope_dict(
+                event_id=str(uuid.uuid5(base, f"e{i}")),
+                ts=f"2026-11-26T06:{i // 60 % 60:02d}:{i % 60:02d}Z",
+                workspace_id=f"ws-{i % 50}",
+                satellite_id=f"sat-{i % 13}",
+                trace_id=str(uuid.uuid5(base, f"t{i // 4}")),
+                type=kind,
+                severity=("low", "medium", "high")[i % 3],
+                confidence=round(rng.random(), 3),  # drawn before the payload, as it always was
+                payload=_payload(rng, kind, i),
+            )
         )
     return events
 
@@ -204,9 +205,9 @@ class Spread:
 
     def scaled(self, factor: float) -> Spread:
         """The same spread in another unit (a negative factor swaps the ends)."""
-        ends = sorted((self.low * factor, self.high * factor))
-        quarts = sorted((self.q1 * factor, self.q3 * factor))
-        return Spread(self.median * factor, *ends, *quarts, self.runs)
+        low, high = sorted((self.low * factor, self.high * factor))
+        q1, q3 = sorted((self.q1 * factor, self.q3 * factor))
+        return Spread(self.median * factor, low, high, q1, q3, self.runs)
 
     def inverse(self, numerator: float) -> Spread:
         """``numerator / x`` for every figure, e.g. seconds to records per second."""

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -57,7 +58,8 @@ def _rows(app: ModuleType, event: dict[str, Any]) -> list[tuple[Any, ...]]:
         rows.append(
             (
                 env.event_id, env.ts, env.workspace_id, env.satellite_id, env.trace_id,
-                env.type.value, env.severity.value, env.confidence, s.payload_json.decode(),
+                env.type.value, env.severity.value, env.confidence,
+                (s.payload_json or b"").decode(),
                 s.topic, s.partition, s.offset,
             )
         )  # fmt: skip
@@ -72,11 +74,10 @@ def _copy(conn: psycopg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
 
 def measure(dsn: str, sizes: Sequence[int], repeat: dict[int, int]) -> dict[str, Any]:
     """Handler and COPY seconds per batch size; see the module docstring."""
-    from punk_records import config, migrations, store
+    from punk_records import bootstrap, migrations
 
     os.environ["DATABASE_URL"] = dsn
-    config.get_settings.cache_clear()
-    store.get_store.cache_clear()
+    bootstrap.reset()
     app = load_handler()
     conn = psycopg.connect(dsn, autocommit=True)
     migrations.apply(conn)
@@ -100,13 +101,13 @@ def measure(dsn: str, sizes: Sequence[int], repeat: dict[int, int]) -> dict[str,
                 for i in range(runs):
                     # Which goes first alternates, so that neither always meets a warmer server.
                     if i % 2:
-                        copy_s.append(timed(lambda r=rows: _copy(conn, r), truncate))
-                    handler_s.append(timed(lambda e=event: app.handler(e, context), truncate))
+                        copy_s.append(timed(partial(_copy, conn, rows), truncate))
+                    handler_s.append(timed(partial(app.handler, event, context), truncate))
                     stored = conn.execute("SELECT count(*) FROM events").fetchone()
                     if stored is None or stored[0] != size:
                         raise RuntimeError(f"the handler stored {stored} of {size} events")
                     if not i % 2:
-                        copy_s.append(timed(lambda r=rows: _copy(conn, r), truncate))
+                        copy_s.append(timed(partial(_copy, conn, rows), truncate))
                     progress(f"consumer {size:,}: run {i + 1}/{runs}")
             handler = Spread.of(handler_s)
             copy = Spread.of(copy_s)
@@ -118,7 +119,7 @@ def measure(dsn: str, sizes: Sequence[int], repeat: dict[int, int]) -> dict[str,
                 "ratio_of_medians": copy.median / handler.median,
             }
     finally:
-        store.get_store().reset()
+        bootstrap.reset()
         conn.close()
     return results
 

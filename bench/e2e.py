@@ -78,7 +78,7 @@ def run_once(url: str, token: str, dsn: str, events: int) -> dict[str, float]:
                 raise RuntimeError(f"only {row[0]} of {events} events reached PostgreSQL")
             time.sleep(0.2)
         last_row: datetime = row[1]
-        received = dict(
+        received: dict[str, datetime] = dict(
             conn.execute(
                 "SELECT event_id::text, received_at FROM events WHERE satellite_id = %s",
                 (satellite,),

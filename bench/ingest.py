@@ -58,8 +58,7 @@ def load_app() -> ModuleType:
 def measure(bootstrap: str, topic: str, single_runs: int, batch_runs: int) -> dict[str, Any]:
     """Milliseconds per event for one event and for batches of 100; see the module docstring."""
     from local.samples.apigw import DEV_TOKEN
-    from punk_records import ingest
-    from punk_records.config import get_settings
+    from punk_records.bootstrap import container
     from punk_records.producer import create_producer
 
     os.environ.update(
@@ -69,9 +68,9 @@ def measure(bootstrap: str, topic: str, single_runs: int, batch_runs: int) -> di
             "KAFKA_TOPIC": topic,
         }
     )
-    ingest.reset()
+    container.reset()
     app = load_app()
-    raw = create_producer(get_settings())
+    raw = create_producer(container.settings())
     context = lambda_context("punk-records-ingest")
     warmup = 10
     results: dict[str, Any] = {}
@@ -116,5 +115,5 @@ def measure(bootstrap: str, topic: str, single_runs: int, batch_runs: int) -> di
             }
     finally:
         raw.close(timeout=5)
-        ingest.reset()
+        container.reset()
     return results

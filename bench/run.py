@@ -53,7 +53,8 @@ class Plan:
 @contextlib.contextmanager
 def _services(args: argparse.Namespace, wanted: set[str]) -> Iterator[tuple[str, str, str]]:
     """(dsn, bootstrap, topic): the given ones, or private servers for the run."""
-    from local.services import Kafka, Postgres
+    from local.kafka_service import Kafka
+    from local.postgres_service import Postgres
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))

@@ -31,212 +31,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from local.processes import KILL_WAIT_S, REPO_ROOT, free_ports
+from local.template import DEFAULT_REGION, TEMPLATE, function_spec, load_env_vars
 
-from local.services import free_ports
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = REPO_ROOT / "template.yaml"
 SAM_VENV = REPO_ROOT / ".cache" / "sam-venv"
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 
-# Lambda's defaults when the template does not say.
-DEFAULT_TIMEOUT_S = 3
-DEFAULT_MEMORY_MB = 128
-DEFAULT_REGION = "us-east-1"
-
 _ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
-_PSEUDO_PARAMETERS = {
-    "AWS::AccountId": "123456789012",
-    "AWS::Partition": "aws",
-    "AWS::StackName": "local",
-    "AWS::URLSuffix": "amazonaws.com",
-}
 _REPORT = re.compile(r"^REPORT RequestId: (?P<request_id>\S+)\t(?P<fields>.*)$", re.MULTILINE)
 
 
 class EmulatorError(RuntimeError):
-    """The emulator could not be found, configured or started; the message says why."""
-
-
-# ---------------------------------------------------------------------------- template
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that reads CloudFormation short-form tags (``!Ref X``) as their long form."""
-
-
-def _construct_intrinsic(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        return {"Fn::GetAtt": value.split(".", 1)}
-    return {f"Fn::{tag_suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_intrinsic)
-
-
-def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    """The template as plain data, short-form intrinsics turned into ``{"Ref": ...}`` etc."""
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 (safe loader subclass)
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """What the emulator needs to know about one ``AWS::Serverless::Function``."""
-
-    logical_id: str
-    code_dir: Path
-    handler: str
-    runtime: str
-    timeout_s: int
-    memory_mb: int
-    environment: dict[str, str]
-    layer_dirs: tuple[Path, ...] = field(default=())
-
-
-def function_spec(
-    logical_id: str,
-    template_path: Path = TEMPLATE,
-    parameter_overrides: Mapping[str, str] | None = None,
-    region: str = DEFAULT_REGION,
-) -> FunctionSpec:
-    """Read ``logical_id`` from the template, Globals merged in, values resolved.
-
-    Parameters resolve to their override or default. Raise EmulatorError for an unknown
-    function or a code location, handler, runtime, timeout or memory size it cannot resolve.
-    """
-    template = load_template(template_path)
-    resources = template.get("Resources", {})
-    resource = resources.get(logical_id)
-    if not resource or resource.get("Type") != "AWS::Serverless::Function":
-        functions = sorted(
-            name
-            for name, res in resources.items()
-            if res.get("Type") == "AWS::Serverless::Function"
-        )
-        raise EmulatorError(
-            f"no function {logical_id!r} in {template_path}; functions: {functions}"
-        )
-    globals_ = (template.get("Globals") or {}).get("Function") or {}
-    props = resource.get("Properties") or {}
-    resolver = _Resolver(template, parameter_overrides or {}, region)
-
-    def prop(name: str, default: Any = None) -> Any:
-        return props.get(name, globals_.get(name, default))
-
-    variables = {
-        **((globals_.get("Environment") or {}).get("Variables") or {}),
-        **((props.get("Environment") or {}).get("Variables") or {}),
-    }
-    environment = {name: resolver.resolve_or_none(value) or "" for name, value in variables.items()}
-    base = template_path.parent
-    layer_dirs = tuple(
-        base / resources[layer["Ref"]]["Properties"]["ContentUri"] / "python"
-        for layer in prop("Layers", [])
-        if isinstance(layer, dict)
-        and resources.get(layer.get("Ref"), {}).get("Type") == "AWS::Serverless::LayerVersion"
-    )
-    return FunctionSpec(
-        logical_id=logical_id,
-        code_dir=base / resolver.resolve(prop("CodeUri"), f"{logical_id} CodeUri"),
-        handler=resolver.resolve(prop("Handler"), f"{logical_id} Handler"),
-        runtime=resolver.resolve(prop("Runtime"), f"{logical_id} Runtime"),
-        timeout_s=int(resolver.resolve(prop("Timeout", DEFAULT_TIMEOUT_S), "Timeout")),
-        memory_mb=int(resolver.resolve(prop("MemorySize", DEFAULT_MEMORY_MB), "MemorySize")),
-        environment=environment,
-        layer_dirs=layer_dirs,
-    )
-
-
-class _Resolver:
-    """Resolves what a function's settings may use locally: literals, Ref and a plain Sub.
-
-    Like ``sam local invoke``, an environment value that cannot be resolved (a parameter with
-    no default and no override, or another intrinsic) becomes an empty string; the other
-    settings must resolve.
-    """
-
-    def __init__(
-        self, template: Mapping[str, Any], overrides: Mapping[str, str], region: str
-    ) -> None:
-        self._values = {**_PSEUDO_PARAMETERS, "AWS::Region": region}
-        for name, spec in (template.get("Parameters") or {}).items():
-            if name in overrides:
-                self._values[name] = str(overrides[name])
-            elif "Default" in spec:
-                default = spec["Default"]
-                self._values[name] = ",".join(default) if isinstance(default, list) else default
-
-    def resolve(self, value: Any, what: str) -> str:
-        """``value`` as a string; raise EmulatorError naming ``what`` if it cannot be resolved."""
-        resolved = self.resolve_or_none(value)
-        if resolved is None:
-            raise EmulatorError(f"{what}: cannot resolve {value!r} locally")
-        return resolved
-
-    def resolve_or_none(self, value: Any) -> str | None:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, str | int | float):
-            return str(value)
-        if isinstance(value, dict) and set(value) == {"Ref"}:
-            found = self._values.get(value["Ref"])
-            return None if found is None else str(found)
-        if (
-            isinstance(value, dict)
-            and set(value) == {"Fn::Sub"}
-            and isinstance(value["Fn::Sub"], str)
-        ):
-            names = re.findall(r"\$\{([^}!]+)\}", value["Fn::Sub"])
-            if any(name not in self._values for name in names):
-                return None
-            return re.sub(
-                r"\$\{([^}!]+)\}", lambda m: str(self._values[m.group(1)]), value["Fn::Sub"]
-            )
-        return None
-
-
-def load_env_vars(path: Path | None, spec: FunctionSpec) -> dict[str, str]:
-    """Overrides for ``spec`` from a ``sam local invoke --env-vars`` file.
-
-    As with SAM: ``Parameters`` applies to every function, the function's own block wins, and
-    only variables the template declares for the function are taken.
-    """
-    if path is None:
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    shared = data.get("Parameters") or {}
-    own = data.get(spec.logical_id) or {}
-    # The shared block is meant for several functions, so only the function's own block warns.
-    ignored = sorted(name for name in own if name not in spec.environment)
-    if ignored:
-        print(
-            f"warning: {path}: {spec.logical_id} does not declare {', '.join(ignored)} in the "
-            "template; ignored (as sam local invoke does)",
-            file=sys.stderr,
-        )
-    merged = {**shared, **own}
-    return {name: _env_value(value) for name, value in merged.items() if name in spec.environment}
-
-
-def _env_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    """The emulator could not be found or started, or did not answer; the message says why."""
 
 
 # ---------------------------------------------------------------------------- emulator binary
@@ -344,10 +153,12 @@ class LambdaFunction:
         """Start the emulator on a free 127.0.0.1 port; raise EmulatorError if it cannot."""
         if self._process is not None:
             return
+        binary = rie_binary()  # before the temporary directory: a missing binary leaks nothing
+        # Two distinct ports: the invoke API and the emulator's own runtime API.
+        self._port, runtime_port = free_ports(2)
         self._workdir = Path(tempfile.mkdtemp(prefix=f"lambda-{self.spec.logical_id}-"))
-        self._port = free_ports(1)[0]
         command = [
-            str(rie_binary()),
+            str(binary),
             "--log-level",
             "error",
             "--runtime-interface-emulator-address",
@@ -355,22 +166,22 @@ class LambdaFunction:
             # Its own runtime API would default to 127.0.0.1:9001, which a second instance
             # could not bind.
             "--runtime-api-address",
-            f"127.0.0.1:{free_ports(1)[0]}",
+            f"127.0.0.1:{runtime_port}",
             self._python,
             "-m",
             "awslambdaric",
             self.spec.handler,
         ]
-        with self._log_path.open("ab") as log:
-            self._process = subprocess.Popen(  # its own group: stop() ends it and the runtime
-                command,
-                cwd=self.spec.code_dir,
-                env=self.environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
         try:
+            with self._log_path.open("ab") as log:
+                self._process = subprocess.Popen(  # its own group: stop() ends it and the runtime
+                    command,
+                    cwd=self.spec.code_dir,
+                    env=self.environment,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             self._wait_listening(timeout)
         except BaseException:  # never leave an emulator behind, whatever stopped the wait
             self.stop()
@@ -398,7 +209,7 @@ class LambdaFunction:
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                process.wait(KILL_WAIT_S)
         if self._workdir is not None:
             self._log_text = self.logs()
             shutil.rmtree(self._workdir, ignore_errors=True)

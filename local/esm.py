@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from local.invoker import FunctionError, Invoke, emulated, load_env_vars
+from local.invoker import FunctionError, Invoke, emulated
+from local.template import TEMPLATE, TemplateError, load_template
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer
@@ -33,6 +34,48 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 
 _TIMESTAMP_TYPES = {0: "CREATE_TIME", 1: "LOG_APPEND_TIME"}
 _IDLE_POLL_MS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class MappingSettings:
+    """The consumer's event source mapping as the template declares it (parameter defaults)."""
+
+    group_id: str = DEFAULT_GROUP_ID
+    starting_position: str = "TRIM_HORIZON"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    window_ms: int = DEFAULT_WINDOW_MS
+
+
+def mapping_settings(template: Path = TEMPLATE) -> MappingSettings:
+    """Read the self-managed Kafka mapping of ``template``; Lambda's defaults for what is unset."""
+    data = load_template(template)
+    parameters = data.get("Parameters") or {}
+
+    def value(raw: Any) -> Any:
+        if isinstance(raw, dict) and set(raw) == {"Ref"}:
+            return parameters[raw["Ref"]]["Default"]
+        return raw
+
+    props = next(
+        (
+            res.get("Properties") or {}
+            for res in (data.get("Resources") or {}).values()
+            if res.get("Type") == "AWS::Lambda::EventSourceMapping"
+            and "SelfManagedEventSource" in (res.get("Properties") or {})
+        ),
+        None,
+    )
+    if props is None:
+        raise TemplateError(f"{template} has no self-managed Kafka event source mapping")
+    defaults = MappingSettings()
+    config = props.get("SelfManagedKafkaEventSourceConfig") or {}
+    window = props.get("MaximumBatchingWindowInSeconds")
+    return MappingSettings(
+        group_id=str(value(config.get("ConsumerGroupId", defaults.group_id))),
+        starting_position=str(value(props.get("StartingPosition", defaults.starting_position))),
+        batch_size=int(value(props.get("BatchSize", defaults.batch_size))),
+        window_ms=defaults.window_ms if window is None else int(value(window)) * 1000,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +150,8 @@ def failed_offsets(result: Any, records: Sequence[ConsumerRecord]) -> dict[tuple
         key = (ident.get("partition"), ident.get("offset"))
         if key not in present:
             raise InvalidBatchResponse(f"itemIdentifier not in the batch: {ident!r}")
-        tp = present[key]  # type: ignore[index]
-        failed[tp] = min(failed.get(tp, key[1]), key[1])  # type: ignore[arg-type]
+        tp = present[key]
+        failed[tp] = min(failed.get(tp, key[1]), key[1])
     return failed
 
 
@@ -354,8 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    env = load_env_vars(args.env_vars, args.function)
-    with emulated(args.function, env) as (invoke,):
+    with emulated(args.function, env_vars=args.env_vars) as (invoke,):
         mapping = KafkaEventSourceMapping(config, invoke)
         if args.ready_file is not None:
             args.ready_file.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from local.invoker import FunctionError, Invoke, InvokerPool, emulated, load_env_vars
+from local.invoker import FunctionError, Invoke, InvokerPool, emulated
 
 log = logging.getLogger("local.http_endpoint")
 
@@ -201,11 +201,13 @@ def response_from_result(result: Any) -> HttpResponse:
         headers += [("set-cookie", str(c)) for c in result.get("cookies") or []]
         raw = result.get("body")
         text = "" if raw is None else raw if isinstance(raw, str) else json.dumps(raw)
-        body = base64.b64decode(text, validate=True) if result.get("isBase64Encoded") else text
+        data: bytes | str = (
+            base64.b64decode(text, validate=True) if result.get("isBase64Encoded") else text
+        )
     except (TypeError, ValueError, AttributeError) as exc:
         log.warning("malformed function response (%s): answering 500", type(exc).__name__)
         return gateway_error(500, "Internal Server Error")
-    return HttpResponse(status, headers, body if isinstance(body, bytes) else body.encode())
+    return HttpResponse(status, headers, data if isinstance(data, bytes) else data.encode())
 
 
 def handle_request(
@@ -299,7 +301,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes | None:
         """The request body (plain or chunked); None when it exceeds the gateway's limit."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
+            chunks: list[bytes] = []
+            total = 0
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
@@ -359,7 +362,7 @@ class HttpEndpoint:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> HttpEndpoint:
         self._thread = threading.Thread(
@@ -397,9 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    env = load_env_vars(args.env_vars, args.function)
     with (
-        emulated(args.function, env, args.concurrency) as instances,
+        emulated(args.function, count=args.concurrency, env_vars=args.env_vars) as instances,
         HttpEndpoint(InvokerPool(instances), port=args.port) as endpoint,
     ):
         log.info("serving %s on %s (pid %d)", args.function, endpoint.url, os.getpid())

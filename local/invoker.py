@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import sys
 import threading
@@ -17,15 +16,6 @@ Invoke = Callable[[dict[str, Any]], Any]
 
 class FunctionError(Exception):
     """The invocation failed (unhandled exception, timeout, crashed runtime)."""
-
-
-def load_env_vars(path: Path | None, function: str) -> dict[str, str]:
-    """Variables for ``function`` from a ``sam local invoke --env-vars`` file (Parameters first)."""
-    if path is None:
-        return {}
-    data = json.loads(path.read_text())
-    merged = {**data.get("Parameters", {}), **data.get(function, {})}
-    return {key: str(value) for key, value in merged.items()}
 
 
 def raising(invoke: Callable[[dict[str, Any]], Any]) -> Invoke:
@@ -51,8 +41,14 @@ def raising(invoke: Callable[[dict[str, Any]], Any]) -> Invoke:
 
 
 @contextlib.contextmanager
-def emulated(function: str, env: Mapping[str, str], count: int = 1) -> Iterator[list[Invoke]]:
-    """``count`` instances of template function ``function`` under the Lambda runtime emulator.
+def emulated(
+    function: str,
+    env: Mapping[str, str] | None = None,
+    count: int = 1,
+    env_vars: Path | None = None,
+) -> Iterator[list[Invoke]]:
+    """``count`` instances of template function ``function`` under the Lambda runtime emulator,
+    with the overrides of the ``sam local invoke --env-vars`` file ``env_vars``, then ``env``.
 
     Each instance's output (the function's log lines, START/END/REPORT) is copied to stdout,
     prefixed with the function name, so the caller's log holds everything.
@@ -62,7 +58,7 @@ def emulated(function: str, env: Mapping[str, str], count: int = 1) -> Iterator[
     with contextlib.ExitStack() as stack:
         instances = []
         for number in range(count):
-            fn = LambdaFunction(function, env_overrides=dict(env))
+            fn = LambdaFunction(function, env_vars=env_vars, env_overrides=dict(env or {}))
             forwarder = _LogForwarder(fn.logs, f"{function}#{number}")
             stack.callback(forwarder.close)  # after the instance stopped: its last lines too
             stack.enter_context(fn)

@@ -9,24 +9,30 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from local.esm import DEFAULT_BATCH_SIZE, DEFAULT_GROUP_ID, DEFAULT_WINDOW_MS
-from local.services import Kafka, Postgres, ServiceError, free_ports, port_in_use
+from local.envelopes import envelope_dict
+from local.esm import mapping_settings
+from local.kafka_service import Kafka
+from local.postgres_service import Postgres
+from local.processes import (
+    REPO_ROOT,
+    Daemon,
+    ServiceError,
+    free_ports,
+    log_tail,
+    port_in_use,
+    say,
+    stop_all,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = REPO_ROOT / "template.yaml"
 LAYER_PYTHON = REPO_ROOT / "layers" / "punk_records" / "python"
 DEFAULT_DIR = REPO_ROOT / ".local"
 DEFAULT_API_PORT = 3000
@@ -37,196 +43,8 @@ CONSUMER_FUNCTION = "ConsumerFunction"
 READY_TIMEOUT_S = 120
 
 
-@dataclass(frozen=True, slots=True)
-class MappingSettings:
-    """The consumer's event source mapping as the template declares it (parameter defaults)."""
-
-    group_id: str = DEFAULT_GROUP_ID
-    starting_position: str = "TRIM_HORIZON"
-    batch_size: int = DEFAULT_BATCH_SIZE
-    window_ms: int = DEFAULT_WINDOW_MS
-
-
-def mapping_settings(template: Path = TEMPLATE) -> MappingSettings:
-    """Read the self-managed Kafka mapping of ``template``; Lambda's defaults for what is unset."""
-    from local.emulator import load_template
-
-    data = load_template(template)
-    parameters = data.get("Parameters") or {}
-
-    def value(raw: Any) -> Any:
-        if isinstance(raw, dict) and set(raw) == {"Ref"}:
-            return parameters[raw["Ref"]]["Default"]
-        return raw
-
-    props = next(
-        (
-            res.get("Properties") or {}
-            for res in (data.get("Resources") or {}).values()
-            if res.get("Type") == "AWS::Lambda::EventSourceMapping"
-            and "SelfManagedEventSource" in (res.get("Properties") or {})
-        ),
-        None,
-    )
-    if props is None:
-        raise StackError(f"{template} has no self-managed Kafka event source mapping")
-    defaults = MappingSettings()
-    config = props.get("SelfManagedKafkaEventSourceConfig") or {}
-    window = props.get("MaximumBatchingWindowInSeconds")
-    return MappingSettings(
-        group_id=str(value(config.get("ConsumerGroupId", defaults.group_id))),
-        starting_position=str(value(props.get("StartingPosition", defaults.starting_position))),
-        batch_size=int(value(props.get("BatchSize", defaults.batch_size))),
-        window_ms=defaults.window_ms if window is None else int(value(window)) * 1000,
-    )
-
-
 class StackError(RuntimeError):
     """A step of ``up`` failed; the message says which and why."""
-
-
-def _say(message: str, end: str = "\n") -> None:
-    print(message, end=end, file=sys.stderr, flush=True)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return f"(no log at {path})"
-    return f"--- last lines of {path} ---\n" + "\n".join(text)
-
-
-# ---------------------------------------------------------------------------- processes
-
-
-def _cmdline(pid: int) -> str | None:
-    """The command line of a live, non-zombie process, else None."""
-    proc = Path("/proc") / str(pid)
-    try:
-        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return None
-        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, IndexError):
-        return None
-
-
-def _processes() -> Iterator[tuple[int, str, int, int]]:
-    """(pid, state, parent pid, process group) of every process."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        yield int(entry.name), fields[0], int(fields[1]), int(fields[2])
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``."""
-    return [pid for pid, state, _, group in _processes() if state != "Z" and group == pgid]
-
-
-# The emulator runs each function instance in a session of its own; this marks its processes.
-_EMULATOR_MARKER = "aws-lambda-rie"
-
-
-def _kill_group(pgid: int, timeout: float) -> None:
-    """SIGTERM process group ``pgid``, SIGKILL whatever is left after ``timeout``."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
-        deadline = time.monotonic() + wait
-        while group_members(pgid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pgid, os.WNOHANG)
-            time.sleep(0.1)
-        if not group_members(pgid):
-            return
-
-
-@dataclass
-class Daemon:
-    """A detached background process of the stack: own session, pid file, log file.
-
-    ``marker`` is a string its command line contains, so a recycled pid is never mistaken for
-    it. Stopping it signals its process group. The function emulators it starts run in
-    sessions of their own, so their pids are recorded once it is ready (``record_emulators``)
-    and they are stopped too, even after the daemon itself was killed with SIGKILL.
-    """
-
-    name: str
-    pid_file: Path
-    log_file: Path
-    marker: str
-    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def _emulators_file(self) -> Path:
-        return self.pid_file.with_suffix(".emulators")
-
-    def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        cmdline = _cmdline(pid)
-        return pid if cmdline is not None and self.marker in cmdline else None
-
-    def is_running(self) -> bool:
-        return self.pid() is not None
-
-    def emulators(self) -> list[int]:
-        """The live emulator processes this daemon started (recorded, or its children now)."""
-        pids = set()
-        with contextlib.suppress(OSError, ValueError):
-            pids |= {int(p) for p in self._emulators_file.read_text().split()}
-        daemon = self.pid()
-        if daemon is not None:
-            pids |= {pid for pid, _, parent, _ in _processes() if parent == daemon}
-        return sorted(p for p in pids if _EMULATOR_MARKER in (_cmdline(p) or ""))
-
-    def record_emulators(self) -> None:
-        self._emulators_file.write_text("".join(f"{pid}\n" for pid in self.emulators()))
-
-    def start(self, args: Sequence[str], env: dict[str, str]) -> int:
-        self._stop_emulators()  # orphans of a previous run that was killed
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env=env,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{proc.pid}\n")
-        self._proc = proc
-        return proc.pid
-
-    def has_exited(self) -> bool:
-        """True once the process is gone. Just after start() this asks the child handle: until
-        the child has exec'd, its command line is still ours and lacks the marker."""
-        if self._proc is not None:
-            return self._proc.poll() is not None
-        return not self.is_running()
-
-    def stop(self, timeout: float = 15) -> None:
-        """Stop the daemon (it stops its emulators), then any emulator left; idempotent."""
-        self.record_emulators()
-        pid = self.pid()
-        if pid is not None:
-            _kill_group(pid, timeout)
-        self._stop_emulators()
-        self.pid_file.unlink(missing_ok=True)
-
-    def _stop_emulators(self) -> None:
-        for pid in self.emulators():
-            _kill_group(pid, 5.0)
-        self._emulators_file.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- the stack
@@ -234,18 +52,13 @@ class Daemon:
 
 def sample_event() -> dict[str, Any]:
     """A fresh valid envelope (new ids, current time) for ``send`` and the printed curl."""
-    return {
-        "event_id": str(uuid.uuid4()),
-        "schema_version": 1,
-        "ts": datetime.now(UTC).isoformat(timespec="seconds"),
-        "workspace_id": "ws-demo",
-        "satellite_id": "sat-local",
-        "trace_id": str(uuid.uuid4()),
-        "type": "finding.logged",
-        "severity": "low",
-        "confidence": 0.9,
-        "payload": {"summary": "hello from the local stack"},
-    }
+    return envelope_dict(
+        workspace_id="ws-demo",
+        satellite_id="sat-local",
+        severity="low",
+        confidence=0.9,
+        payload={"summary": "hello from the local stack"},
+    )
 
 
 class Stack:
@@ -361,13 +174,13 @@ class Stack:
             ("event source mapping + consumer function", self._start_esm),
         ]
         for number, (what, step) in enumerate(steps, 1):
-            _say(f"[{number}/{len(steps)}] {what} ...")
+            say(f"[{number}/{len(steps)}] {what} ...")
             started = time.monotonic()
             try:
                 outcome = step()
             except (ServiceError, StackError) as exc:
                 raise StackError(f"{what} failed: {exc}") from None
-            _say(f"      {outcome} ({time.monotonic() - started:.1f}s)")
+            say(f"      {outcome} ({time.monotonic() - started:.1f}s)")
 
     def _start_kafka(self) -> str:
         reused = self.kafka.is_running()
@@ -465,9 +278,11 @@ class Stack:
         while not ready():
             daemon.record_emulators()
             if daemon.has_exited():
-                raise StackError(f"the {daemon.name} process exited\n{_tail(daemon.log_file)}")
+                raise StackError(f"the {daemon.name} process exited\n{log_tail(daemon.log_file)}")
             if time.monotonic() > deadline:
-                raise StackError(f"no {what} within {READY_TIMEOUT_S}s\n{_tail(daemon.log_file)}")
+                raise StackError(
+                    f"no {what} within {READY_TIMEOUT_S}s\n{log_tail(daemon.log_file)}"
+                )
             time.sleep(0.2)
         daemon.record_emulators()
 
@@ -485,8 +300,7 @@ class Stack:
         for daemon in (self.esm, self.api):
             daemon.stop()
         self.esm_ready.unlink(missing_ok=True)
-        self.kafka.stop()
-        self.postgres.stop()
+        stop_all([("Kafka", self.kafka.stop), ("PostgreSQL", self.postgres.stop)])
 
     def status(self) -> dict[str, tuple[bool, str]]:
         """Each part: (running, where)."""
@@ -583,10 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             stack.up(args.api_port)
         except StackError as exc:
-            _say(f"error: {exc}\n(`make down` stops what did start)")
+            say(f"error: {exc}\n(`make down` stops what did start)")
             return 1
         print(summary(stack))
-        _say(f"ready in {time.monotonic() - started:.1f}s")
+        say(f"ready in {time.monotonic() - started:.1f}s")
         return 0
     if args.command == "down":
         stack.down()
@@ -599,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"logs in {stack.logs}/")
         return 0 if all(running for running, _ in states.values()) else 1
     if not stack.api.is_running():
-        _say("the stack is not running: make up")
+        say("the stack is not running: make up")
         return 1
     body = args.file.read_bytes() if args.file else json.dumps(sample_event()).encode()
     status, text = stack.send(body)

@@ -15,7 +15,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import KafkaEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from punk_records import get_settings, get_store
+# Loaded at init, not by the first batch: every batch needs psycopg.
+import punk_records.store  # noqa: F401
+from punk_records.bootstrap import container
 from punk_records.consumer import BatchOutcome, KafkaRecord, consume
 from punk_records.errors import PunkRecordsError
 from punk_records.observability import logger, metrics, tracer
@@ -28,7 +30,7 @@ from punk_records.observability import logger, metrics, tracer
 def handler(event: KafkaEvent, context: LambdaContext) -> dict[str, Any]:
     """Store the batch; return the "every record succeeded" response or raise to be retried."""
     try:
-        outcome = consume(records(event), get_store(), get_settings().max_payload_bytes)
+        outcome = consume(records(event), container.store(), container.settings().max_payload_bytes)
     except Exception as exc:
         # Whatever failed, the ESM redelivers the batch: count it, say why, let it propagate.
         # Only our own errors are quoted; a driver's message may echo row data.
@@ -39,7 +41,7 @@ def handler(event: KafkaEvent, context: LambdaContext) -> dict[str, Any]:
             extra={
                 "error": type(exc).__name__,
                 "reason": str(exc) if known else None,
-                "retriable": known and exc.retriable,
+                "retriable": isinstance(exc, PunkRecordsError) and exc.retriable,
             },
         )
         raise

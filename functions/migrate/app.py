@@ -13,7 +13,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from punk_records import get_store
+import punk_records.store  # noqa: F401  # loaded at init, as every invocation needs it
+from punk_records.bootstrap import container
 from punk_records.observability import logger
 
 PHYSICAL_ID = "punk-records-migrations"
@@ -25,7 +26,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> None:
     """Apply pending migrations on Create/Update and report the outcome to CloudFormation."""
     request_type = event.get("RequestType")
     try:
-        applied = [] if request_type == "Delete" else get_store().migrate()
+        applied = [] if request_type == "Delete" else container.store().migrate()
     except Exception as exc:  # every failure must reach CloudFormation, not only ours
         # The reason is shown in the stack events: the error type and the driver's first line,
         # which names the failure but never a password.

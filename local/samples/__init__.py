@@ -14,6 +14,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from local import envelopes
+
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 # Each module exposes ``samples() -> dict[str, dict]``: file name -> event.
 GENERATORS = ("local.samples.apigw", "local.samples.kafka")
@@ -26,20 +28,16 @@ def fixed_id(namespace: uuid.UUID, name: str) -> str:
 
 def envelope_dict(namespace: uuid.UUID, name: str, **overrides: Any) -> dict[str, Any]:
     """A valid envelope as a satellite sends it; its ids derive from ``name``."""
-    body: dict[str, Any] = {
-        "event_id": fixed_id(namespace, f"event:{name}"),
-        "schema_version": 1,
+    fields: dict[str, Any] = {
         "ts": "2026-11-26T07:00:00+01:00",
-        "workspace_id": "ws-alpha",
         "satellite_id": "sat-scout-1",
-        "trace_id": fixed_id(namespace, f"trace:{name}"),
-        "type": "finding.logged",
-        "severity": "medium",
         "confidence": 0.8,
         "payload": {"summary": f"sample finding {name}"},
+        "event_id": fixed_id(namespace, f"event:{name}"),
+        "trace_id": fixed_id(namespace, f"trace:{name}"),
+        **overrides,
     }
-    body.update(overrides)
-    return body
+    return envelopes.envelope_dict(**fields)
 
 
 def all_samples() -> dict[str, dict[str, Any]]:

@@ -15,7 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from local.services import Kafka, Postgres
+from local.kafka_service import Kafka
+from local.postgres_service import Postgres
 from punk_records import migrations
 
 

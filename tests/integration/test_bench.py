@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from local.services import Kafka, Postgres
+from local.kafka_service import Kafka
+from local.postgres_service import Postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_KEYS = {

@@ -16,7 +16,7 @@ from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict
 
 from local.samples import kafka as samples
-from punk_records import config, store
+from punk_records import bootstrap
 from punk_records.config import Settings
 from punk_records.errors import StoreUnavailable
 from punk_records.producer import ProducerCache
@@ -36,8 +36,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, dsn: str) -> None:
     monkeypatch.setenv("DATABASE_URL", dsn)
     monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
     monkeypatch.setenv("DATABASE_CONNECT_TIMEOUT_S", "2")
-    config.get_settings.cache_clear()
-    store.get_store.cache_clear()
+    bootstrap.reset()
 
 
 @pytest.fixture
@@ -45,12 +44,10 @@ def invoke(db, postgres, monkeypatch) -> Iterator:
     """Call the handler as Lambda would, in a container configured for the test database."""
     configure(monkeypatch, postgres.dsn)
     yield lambda event: app.handler(event, CONTEXT)
-    store.get_store().reset()
-    config.get_settings.cache_clear()
-    store.get_store.cache_clear()
+    bootstrap.reset()
 
 
-def counts(db: psycopg.Connection) -> tuple[int, int]:
+def counts(db: psycopg.Connection) -> tuple[int, int] | None:
     return db.execute(
         "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM dead_letters)"
     ).fetchone()
@@ -187,17 +184,15 @@ def test_given_transient_failure_midway_when_batch_written_then_nothing_is_half_
         assert app.handler(event, CONTEXT) == {"batchItemFailures": []}
         assert counts(db) == (2, 6)
     finally:
-        store.get_store().reset()
-        config.get_settings.cache_clear()
-        store.get_store.cache_clear()
+        bootstrap.reset()
 
 
 def test_given_warm_container_when_invoked_repeatedly_then_one_connection_is_reused(invoke, db):
     invoke(sample_event("smk-batch-valid.json"))
-    pid = store.get_store().connection().info.backend_pid
+    pid = bootstrap.container.store().connection().info.backend_pid
     invoke(sample_event("smk-batch-with-duplicates.json"))
     invoke(sample_event("smk-batch-with-poison.json"))
-    assert store.get_store().connection().info.backend_pid == pid
+    assert bootstrap.container.store().connection().info.backend_pid == pid
     (ours,) = db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'punk'"
     ).fetchone()
@@ -268,10 +263,8 @@ def test_given_rds_secret_in_secrets_manager_when_batch_arrives_then_stored_with
         }
         assert counts(db) == (5, 0)
     finally:
-        store.get_store().reset()
+        bootstrap.reset()
         parameters.clear_caches()
-        config.get_settings.cache_clear()
-        store.get_store.cache_clear()
 
 
 def as_esm_event(records: list, bootstrap: str) -> dict:

@@ -17,8 +17,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from local.emulator import EmulatorError, LambdaFunction, is_function_error
+from local.kafka_service import Kafka
+from local.postgres_service import Postgres
 from local.samples.apigw import DEV_TOKEN
-from local.services import Kafka, Postgres
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 PARTITIONS = 3

@@ -17,7 +17,7 @@ from kafka.admin import KafkaAdminClient
 
 from local.esm import EsmConfig, KafkaEventSourceMapping
 from local.invoker import FunctionError
-from local.services import Kafka
+from local.kafka_service import Kafka
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def committed(kafka: Kafka, group: str) -> dict[int, int]:
     return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
+def wait_until(condition: Callable[[], object], what: str) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not condition():
         if time.monotonic() > deadline:

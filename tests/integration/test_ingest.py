@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-import punk_records.ingest
-import punk_records.producer
 from local.openapi import load_app
 from local.samples.apigw import DEV_TOKEN, EXPECTED_STATUS, request
+from punk_records import bootstrap
 from punk_records.envelope import decode
 from tests.factories import event_dict
 from tests.integration.kafka_util import read_topic
@@ -42,9 +41,9 @@ def env(monkeypatch, kafka, postgres, topic) -> Iterator[pytest.MonkeyPatch]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("API_TOKENS_SECRET_ARN", raising=False)
-    punk_records.ingest.reset()
+    bootstrap.reset()
     yield monkeypatch
-    punk_records.ingest.reset()
+    bootstrap.reset()
 
 
 def invoke(app: ModuleType, event: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
@@ -111,7 +110,7 @@ def test_given_a_missing_topic_and_database_when_health_is_requested_then_503_na
 ):
     env.setenv("KAFKA_TOPIC", "no-such-topic")
     env.setenv("DATABASE_URL", postgres.dsn.replace(f":{postgres.port}/", ":9/"))
-    punk_records.ingest.reset()
+    bootstrap.reset()
     status, _, body = invoke(ingest_app, request("GET", "/health", "health", token=None))
     assert status == 503
     assert sorted(body["failing"]) == ["kafka", "postgres"]
@@ -159,6 +158,6 @@ def test_given_the_broker_stops_when_posting_then_503_in_budget_and_recovery_wit
 
 def test_given_a_warm_container_when_posting_twice_then_the_producer_is_reused(ingest_app, env):
     assert invoke(ingest_app, post(event_dict()))[0] == 202
-    first = punk_records.producer.get_producer().get()
+    first = bootstrap.container.producer().get()
     assert invoke(ingest_app, post(event_dict()))[0] == 202
-    assert punk_records.producer.get_producer().get() is first
+    assert bootstrap.container.producer().get() is first

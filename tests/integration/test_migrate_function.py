@@ -15,7 +15,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from local.emulator import LambdaFunction
-from local.services import Postgres
+from local.postgres_service import Postgres
 from punk_records import migrations
 
 UNREACHABLE_DSN = "postgresql://punk:s3cret-pw@127.0.0.1:1/punk_records?connect_timeout=1"

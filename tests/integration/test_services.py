@@ -8,7 +8,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from local.services import Kafka, Postgres, ServiceError
+from local.kafka_service import Kafka
+from local.postgres_service import Postgres
+from local.processes import ServiceError
 
 TOPIC = "services-test.events.v1"
 

@@ -26,7 +26,8 @@ import psycopg
 import pytest
 from kafka import KafkaProducer
 
-from local.stack import REPO_ROOT, TOPIC, Stack, group_members
+from local.processes import REPO_ROOT, group_members
+from local.stack import TOPIC, Stack
 from tests.factories import event_dict
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,8 @@ import pytest
 
 from punk_records import migrations
 from punk_records.errors import StoreUnavailable
-from punk_records.store import DeadLetter, EventStore, StoredEvent, write_batch
+from punk_records.ports import DeadLetter, StoredEvent
+from punk_records.store import EventStore, write_batch
 from tests.factories import envelope
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from local.emulator import load_template
-from punk_records.config import Settings
+from local.template import load_template
+from punk_records.config import CONSUMER, INGEST, MIGRATE, Settings
 from punk_records.observability import NAMESPACE, SERVICE
 
+FUNCTIONS_READING = (INGEST, CONSUMER, MIGRATE)
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
@@ -24,28 +25,9 @@ FUNCTIONS = {
     if res["Type"] == "AWS::Serverless::Function"
 }
 
-# What each function reads from Settings (by module: ingest = auth, ingest, producer, health;
-# consumer = consumer, store; migrate = store). AWS_REGION is set by Lambda itself and may not
-# be declared in a template.
-DATABASE = {"DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_CONNECT_TIMEOUT_S"}
+# What each function reads, as Settings declares it next to each field (``read_by``).
 NEEDED = {
-    "IngestFunction": DATABASE
-    | {
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "KAFKA_TOPIC",
-        "KAFKA_AUTH_MODE",
-        "KAFKA_TLS",
-        "KAFKA_SCRAM_SECRET_ARN",
-        "KAFKA_PRODUCE_TIMEOUT_MS",
-        "API_TOKENS",
-        "API_TOKENS_SECRET_ARN",
-        "API_TOKENS_CACHE_S",
-        "MAX_BATCH_EVENTS",
-        "MAX_BODY_BYTES",
-        "MAX_PAYLOAD_BYTES",
-    },
-    "ConsumerFunction": DATABASE | {"MAX_PAYLOAD_BYTES"},
-    "MigrateFunction": DATABASE,
+    f"{function}Function": Settings.variables_read_by(function) for function in FUNCTIONS_READING
 }
 POWERTOOLS = {"POWERTOOLS_LOG_LEVEL"}
 
@@ -94,7 +76,10 @@ def test_given_every_declared_variable_then_it_is_a_settings_field_and_every_fie
 ):
     fields = {name.upper() for name in Settings.model_fields}
     declared = set().union(*(set(environment(f)) for f in FUNCTIONS)) - POWERTOOLS
+    read = set().union(*NEEDED.values())
     assert declared <= fields
+    # AWS_REGION is set by Lambda itself; every other setting is read by some function.
+    assert fields - read == {"AWS_REGION"}
     assert fields - declared == {"AWS_REGION"}
 
 
@@ -111,7 +96,7 @@ def test_given_an_environment_value_then_it_is_a_literal_or_a_parameter_the_emul
 
 
 def test_given_the_kafka_auth_parameter_then_its_values_are_the_ones_the_code_accepts() -> None:
-    accepted = set(Settings.model_fields["kafka_auth_mode"].annotation.__args__)
+    accepted = set(get_args(Settings.model_fields["kafka_auth_mode"].annotation))
     assert set(PARAMETERS["KafkaAuthMode"]["AllowedValues"]) == accepted
 
 

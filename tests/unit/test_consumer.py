@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Sequence
 
 import pytest
 
-from punk_records.consumer import BatchOutcome, KafkaRecord, OffsetRange, classify, consume
+from punk_records.consumer import (
+    BatchOutcome,
+    ClassifiedBatch,
+    KafkaRecord,
+    OffsetRange,
+    classify,
+    consume,
+)
 from punk_records.errors import InvalidEnvelope, StoreUnavailable
-from punk_records.store import DeadLetter, StoredEvent, WriteResult
+from punk_records.ports import Batch, DeadLetter, StoredEvent, WriteResult
 from tests.factories import envelope, event_dict
 
 
 class FakeStore:
-    """In-memory EventStore: dedupes by event_id and by Kafka coordinates like the real one."""
+    """In-memory Store: dedupes by event_id and by Kafka coordinates like the real one."""
 
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
@@ -23,25 +29,27 @@ class FakeStore:
         self.letters: dict[tuple[str, int, int], DeadLetter] = {}
         self.writes = 0
 
-    def write(
-        self, events: Iterable[StoredEvent], dead_letters: Sequence[DeadLetter] = ()
-    ) -> WriteResult:
+    def write(self, batch: Batch) -> WriteResult:
         self.writes += 1
         if self.fail:
             raise StoreUnavailable("batch write failed: connection refused")
         inserted = dead = received = 0
-        for item in events:  # read once, before the dead letters, as the real store does
+        for item in batch.events():  # before the dead letters, as the real store does
             received += 1
             key = str(item.envelope.event_id)
             if key not in self.events:
                 self.events[key] = item
                 inserted += 1
-        for letter in dead_letters:
+        for letter in batch.dead_letters():
             coords = (letter.topic, letter.partition, letter.offset)
             if coords not in self.letters:
                 self.letters[coords] = letter
                 dead += 1
         return WriteResult(inserted, received - inserted, dead)
+
+    def ping(self) -> None:
+        if self.fail:
+            raise StoreUnavailable("PostgreSQL check failed: connection refused")
 
 
 def kafka_record(
@@ -228,7 +236,7 @@ def test_given_batch_when_consumed_then_garbage_collector_is_left_as_found():
     consume([kafka_record(value_of()), kafka_record(b"x", offset=1)], FakeStore())
     assert gc.isenabled()
     with pytest.raises(AttributeError):
-        consume([kafka_record(value_of()), "not a record"], FakeStore())  # type: ignore[list-item]
+        consume([kafka_record(value_of()), "not a record"], FakeStore())
     # THEN it is enabled again; and a caller that disabled it keeps it disabled
     assert gc.isenabled()
     gc.disable()
@@ -237,3 +245,31 @@ def test_given_batch_when_consumed_then_garbage_collector_is_left_as_found():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_given_a_batch_with_poison_when_events_are_half_read_then_dead_letters_are_refused():
+    batch = ClassifiedBatch([kafka_record(b"x", offset=0), kafka_record(value_of(), offset=1)])
+    events = batch.events()
+    next(events)
+    with pytest.raises(RuntimeError, match="every event"):
+        batch.dead_letters()
+    assert next(events, None) is None
+    assert [letter.offset for letter in batch.dead_letters()] == [0]
+
+
+def test_given_a_half_read_batch_when_events_are_read_again_then_replayed_then_continued():
+    records = [kafka_record(value_of(), offset=i) for i in range(4)]
+    decoded: list[int] = []
+
+    def counted():
+        for record in records:
+            decoded.append(record.offset)
+            yield record
+
+    batch = ClassifiedBatch(counted())
+    first = batch.events()
+    assert [next(first).offset, next(first).offset] == [0, 1]
+    # WHEN a retry reads the batch again THEN every event comes, each record decoded once
+    assert [e.offset for e in batch.events()] == [0, 1, 2, 3]
+    assert decoded == [0, 1, 2, 3]
+    assert batch.dead_letters() == []

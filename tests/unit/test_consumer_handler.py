@@ -16,7 +16,7 @@ from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict
 
 from local.samples import kafka as samples
-from punk_records import config, store
+from punk_records import bootstrap, store
 from punk_records.errors import SecretUnavailable, StoreUnavailable
 from tests.lambda_util import lambda_context, load_function, sample_event
 from tests.unit.test_consumer import FakeStore
@@ -28,13 +28,13 @@ CONTEXT = lambda_context("punk-records-consumer")
 
 
 @pytest.fixture
-def fake_store(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
+def fake_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStore]:
     fake = FakeStore()
-    monkeypatch.setattr(app, "get_store", lambda: fake)
+    monkeypatch.setattr(bootstrap.container, "store", lambda: fake)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "PunkRecords")
-    config.get_settings.cache_clear()
+    bootstrap.reset()
     yield fake
-    config.get_settings.cache_clear()
+    bootstrap.reset()
 
 
 @pytest.fixture
@@ -228,15 +228,13 @@ def test_given_database_secret_arn_when_conninfo_built_then_secret_fields_used(m
     monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
     monkeypatch.setenv("DATABASE_URL", "postgresql://ignored@localhost/ignored")
     parameters.clear_caches()
-    config.get_settings.cache_clear()
-    store.get_store.cache_clear()
+    bootstrap.reset()
     try:
         # WHEN the store asks for its connection string
-        conninfo = store.database_conninfo(config.get_settings())
+        conninfo = store.database_conninfo(bootstrap.container.settings())
     finally:
         parameters.clear_caches()
-        config.get_settings.cache_clear()
-        store.get_store.cache_clear()
+        bootstrap.reset()
     # THEN it comes from the secret (password quoted, TLS required), not from DATABASE_URL
     assert conninfo_to_dict(conninfo) == {
         "host": "db.internal",
@@ -257,16 +255,14 @@ def test_given_secret_that_cannot_be_read_when_handled_then_invocation_fails_ret
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
     parameters.clear_caches()
-    config.get_settings.cache_clear()
-    store.get_store.cache_clear()
+    bootstrap.reset()
     try:
         # WHEN a batch arrives THEN the invocation fails with a retriable error
         with pytest.raises(SecretUnavailable) as caught:
             app.handler(sample_event("smk-batch-valid.json"), CONTEXT)
     finally:
         parameters.clear_caches()
-        config.get_settings.cache_clear()
-        store.get_store.cache_clear()
+        bootstrap.reset()
     assert caught.value.retriable
     (error,) = [line for line in log_lines() if line["level"] == "ERROR"]
     assert (error["error"], error["retriable"]) == ("SecretUnavailable", True)

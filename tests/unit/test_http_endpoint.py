@@ -17,7 +17,7 @@ from local.http_endpoint import (
     match_route,
     response_from_result,
 )
-from local.invoker import FunctionError, InvokerPool, load_env_vars, raising
+from local.invoker import FunctionError
 
 NOW = datetime(2026, 11, 26, 6, 0, 1, 234000, tzinfo=UTC)
 
@@ -361,49 +361,3 @@ def test_given_a_malformed_response_when_mapped_then_500_internal_server_error(
 
     assert response.status == 500
     assert json.loads(response.body) == {"message": "Internal Server Error"}
-
-
-# ---------------------------------------------------------------------------- invoker helpers
-
-
-def test_given_the_emulators_error_payload_when_invoked_then_function_error_is_raised() -> None:
-    def emulator(_event: dict[str, Any]) -> dict[str, Any]:
-        return {"errorMessage": "boom", "errorType": "ValueError", "stackTrace": []}
-
-    with pytest.raises(FunctionError, match="ValueError: boom"):
-        raising(emulator)({})
-
-
-def test_given_an_emulator_failure_when_invoked_then_function_error_is_raised() -> None:
-    def emulator(_event: dict[str, Any]) -> dict[str, Any]:
-        raise ConnectionResetError("runtime died")
-
-    with pytest.raises(FunctionError, match="ConnectionResetError"):
-        raising(emulator)({})
-
-
-def test_given_a_normal_result_when_invoked_then_it_is_returned_unchanged() -> None:
-    assert raising(lambda _e: {"statusCode": 200})({}) == {"statusCode": 200}
-
-
-def test_given_a_pool_when_invoked_then_every_call_is_served_by_an_instance() -> None:
-    calls: list[str] = []
-    pool = InvokerPool([lambda _e: calls.append("a") or "a", lambda _e: calls.append("b") or "b"])
-
-    results = {pool({}) for _ in range(4)}
-
-    assert len(calls) == 4
-    assert results <= {"a", "b"}
-
-
-def test_given_an_env_vars_file_when_loaded_then_function_values_override_parameters(
-    tmp_path: Any,
-) -> None:
-    path = tmp_path / "env.json"
-    path.write_text(
-        json.dumps(
-            {"Parameters": {"A": "1", "B": "1"}, "IngestFunction": {"B": "2", "C": 3}, "X": {}}
-        )
-    )
-
-    assert load_env_vars(path, "IngestFunction") == {"A": "1", "B": "2", "C": "3"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -12,12 +13,11 @@ from typing import Any
 
 import pytest
 
-import punk_records.auth
-import punk_records.health
-import punk_records.ingest
+import punk_records.aws_secrets
 from local.openapi import load_app
 from local.samples import render
 from local.samples.apigw import DEV_TOKEN, EXPECTED_STATUS, request, samples
+from punk_records import bootstrap
 from punk_records.envelope import Envelope
 from punk_records.errors import ProduceError, SecretUnavailable
 from punk_records.health import DependencyDown
@@ -60,22 +60,22 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("API_TOKENS_SECRET_ARN", raising=False)
-    punk_records.ingest.reset()
+    bootstrap.reset()
     yield monkeypatch
-    punk_records.ingest.reset()
+    bootstrap.reset()
 
 
 @pytest.fixture
 def producer(env: pytest.MonkeyPatch) -> FakeProducer:
     fake = FakeProducer()
-    env.setattr(punk_records.ingest, "get_producer", lambda: fake)
+    env.setattr(bootstrap.container, "producer", lambda: fake)
     return fake
 
 
 @pytest.fixture
 def healthy(env: pytest.MonkeyPatch) -> None:
-    env.setattr(punk_records.health, "check_kafka", lambda: None)
-    env.setattr(punk_records.health, "check_postgres", lambda: None)
+    checks = {"kafka": lambda: None, "postgres": lambda: None}
+    env.setattr(bootstrap.container, "health_checks", lambda: checks)
 
 
 @pytest.fixture
@@ -83,6 +83,7 @@ def raw_logs() -> Iterator[io.StringIO]:
     """The raw text of every log line written during the test."""
     stream = io.StringIO()
     handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
     previous = handler.setStream(stream)
     yield stream
     handler.setStream(previous)
@@ -220,7 +221,7 @@ def test_given_no_token_configured_when_posted_then_500_without_naming_the_varia
     ingest_app, producer, env
 ):
     env.setenv("API_TOKENS", " , ")
-    punk_records.ingest.reset()
+    bootstrap.reset()
     status, _, body = invoke(ingest_app, post(event_dict()))
     assert status == 500
     assert body == {"error": "misconfigured", "message": "internal error"}
@@ -231,7 +232,7 @@ def test_given_an_invalid_setting_when_posted_then_500_with_a_generic_body(
     ingest_app, producer, env
 ):
     env.setenv("MAX_BATCH_EVENTS", "lots")
-    punk_records.ingest.reset()
+    bootstrap.reset()
     status, _, body = invoke(ingest_app, post(event_dict()))
     assert status == 500
     assert "MAX_BATCH_EVENTS" not in json.dumps(body)
@@ -244,8 +245,8 @@ def test_given_the_tokens_secret_is_unreadable_when_posted_then_503_with_retry_a
         raise SecretUnavailable(f"cannot read secret {arn}: GetParameterError")
 
     env.setenv("API_TOKENS_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:t")
-    env.setattr(punk_records.auth, "read_json_secret", unreadable)
-    punk_records.ingest.reset()
+    env.setattr(punk_records.aws_secrets, "read_json_secret", unreadable)
+    bootstrap.reset()
     status, headers, body = invoke(ingest_app, post(event_dict()))
     assert status == 503
     assert "Retry-After" in headers
@@ -317,7 +318,7 @@ def test_given_a_batch_at_max_batch_events_when_posted_then_accepted(ingest_app,
 )
 def test_given_malformed_json_when_posted_then_400_malformed_json(ingest_app, producer, env, raw):
     env.setenv("MAX_BODY_BYTES", "1000000")
-    punk_records.ingest.reset()
+    bootstrap.reset()
     status, _, body = invoke(ingest_app, post(None, raw=raw))
     assert status == 400
     assert body["error"] == "malformed_json"
@@ -394,7 +395,7 @@ def test_given_a_payload_nested_too_deep_when_posted_then_400_naming_it(
     ingest_app, producer, env, depth
 ):
     env.setenv("MAX_BODY_BYTES", "1000000")
-    punk_records.ingest.reset()
+    bootstrap.reset()
     nested: Any = "bottom"
     for _ in range(depth):  # ``depth`` objects inside one another
         nested = {"a": nested}
@@ -491,7 +492,8 @@ def test_given_postgres_down_when_health_is_requested_then_503_naming_it_without
     def down() -> None:
         raise DependencyDown("unavailable", detail)
 
-    env.setattr(punk_records.health, "check_postgres", down)
+    checks = {"kafka": lambda: None, "postgres": down}
+    env.setattr(bootstrap.container, "health_checks", lambda: checks)
     status, _, body = invoke(ingest_app, request("GET", "/health", "health", token=None))
     assert status == 503
     assert body["failing"] == ["postgres"]

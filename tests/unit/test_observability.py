@@ -46,7 +46,7 @@ def test_given_tracing_on_when_psycopg_is_traced_then_connect_is_wrapped_once(
     observability.trace_library("psycopg")
 
     assert wrapped is not original
-    assert wrapped.__wrapped__ is original  # one wrapper, not one per call
+    assert wrapped.__wrapped__ is original  # type: ignore[attr-defined]  # one wrapper, not one per call
     assert psycopg.connect is wrapped
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from local.emulator import load_template
-from local.stack import TEMPLATE, Stack, StackError, mapping_settings, sample_event, summary
+from local.esm import mapping_settings
+from local.stack import Stack, sample_event, summary
+from local.template import TEMPLATE, TemplateError, load_template
 from punk_records import parse_event
 
 
@@ -59,7 +60,7 @@ def test_given_a_template_without_a_kafka_mapping_when_read_then_stack_error(
     template = tmp_path / "template.yaml"
     template.write_text("Resources: {}\n")
 
-    with pytest.raises(StackError, match="no self-managed Kafka event source mapping"):
+    with pytest.raises(TemplateError, match="no self-managed Kafka event source mapping"):
         mapping_settings(template)
 
 

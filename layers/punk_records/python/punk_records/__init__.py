@@ -3,7 +3,7 @@
 Shared by every function through the Lambda layer. Nothing here knows about Lambda events.
 Names are imported on first use (PEP 562), so a function pays at cold start only for what it
 touches: the consumer never loads kafka-python, the ingest function never loads psycopg
-unless its health check runs.
+unless its health check runs. :mod:`punk_records.bootstrap` wires the container's clients.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from punk_records.config import Settings, get_settings
+    from punk_records.bootstrap import Container, container
+    from punk_records.config import Settings
     from punk_records.envelope import (
         Envelope,
         EventType,
@@ -28,15 +29,18 @@ if TYPE_CHECKING:
         PunkRecordsError,
         SecretUnavailable,
         StoreUnavailable,
+        Unauthorized,
     )
-    from punk_records.producer import ProducerCache, get_producer
+    from punk_records.ports import DeadLetter, Producer, Store, StoredEvent, WriteResult
+    from punk_records.producer import ProducerCache
     from punk_records.redaction import redact, redact_payload
-    from punk_records.store import DeadLetter, EventStore, StoredEvent, WriteResult, get_store
+    from punk_records.store import EventStore
 
 # Public name -> the module that defines it.
 _MODULES = {
+    "Container": "bootstrap",
+    "container": "bootstrap",
     "Settings": "config",
-    "get_settings": "config",
     "Envelope": "envelope",
     "EventType": "envelope",
     "Severity": "envelope",
@@ -49,37 +53,40 @@ _MODULES = {
     "PunkRecordsError": "errors",
     "SecretUnavailable": "errors",
     "StoreUnavailable": "errors",
+    "Unauthorized": "errors",
+    "DeadLetter": "ports",
+    "Producer": "ports",
+    "Store": "ports",
+    "StoredEvent": "ports",
+    "WriteResult": "ports",
     "ProducerCache": "producer",
-    "get_producer": "producer",
     "redact": "redaction",
     "redact_payload": "redaction",
-    "DeadLetter": "store",
     "EventStore": "store",
-    "StoredEvent": "store",
-    "WriteResult": "store",
-    "get_store": "store",
 }
 
 __all__ = [
     "ConfigurationError",
+    "Container",
     "DeadLetter",
     "Envelope",
     "EventStore",
     "EventType",
     "InvalidEnvelope",
     "ProduceError",
+    "Producer",
     "ProducerCache",
     "PunkRecordsError",
     "SecretUnavailable",
     "Settings",
     "Severity",
+    "Store",
     "StoreUnavailable",
     "StoredEvent",
+    "Unauthorized",
     "WriteResult",
+    "container",
     "decode",
-    "get_producer",
-    "get_settings",
-    "get_store",
     "parse_batch",
     "parse_event",
     "redact",

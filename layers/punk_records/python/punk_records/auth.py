@@ -9,27 +9,16 @@ out before the old one is removed. The secret is re-read at most every ``API_TOK
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from punk_records.aws_secrets import read_json_secret
 from punk_records.config import Settings
-from punk_records.errors import ConfigurationError, PunkRecordsError
+from punk_records.errors import ConfigurationError, Unauthorized
 
 REALM = "punk-records"
 
-
-class Unauthorized(PunkRecordsError):
-    """The request carries no bearer token, or one that is not in the token set.
-
-    ``challenge`` is the ``WWW-Authenticate`` value to send back (RFC 6750).
-    """
-
-    reason: ClassVar[str] = "unauthorized"
-
-    def __init__(self, message: str, challenge: str) -> None:
-        self.challenge = challenge
-        super().__init__(message)
+# Reads a JSON secret by ARN with a cache age in seconds (punk_records.aws_secrets in AWS).
+SecretReader = Callable[[str, int], dict[str, Any]]
 
 
 def _parse(values: object, source: str) -> tuple[bytes, ...]:
@@ -41,18 +30,26 @@ def _parse(values: object, source: str) -> tuple[bytes, ...]:
     return tokens
 
 
-def valid_tokens(settings: Settings) -> tuple[bytes, ...]:
-    """The current token set (UTF-8 bytes).
+class TokenSource:
+    """The container's token set: ``API_TOKENS``, or the secret read through ``read_secret``."""
 
-    Raise SecretUnavailable when the secret cannot be read, ConfigurationError when no token
-    is configured or the secret is not ``{"tokens": [...]}``.
-    """
-    if settings.api_tokens_secret_arn:
-        secret = read_json_secret(settings.api_tokens_secret_arn, settings.api_tokens_cache_s)
-        return _parse(secret.get("tokens"), 'the API tokens secret\'s "tokens" field')
-    if not settings.api_tokens.strip():
-        raise ConfigurationError("set API_TOKENS or API_TOKENS_SECRET_ARN")
-    return _parse(settings.api_tokens.split(","), "API_TOKENS")
+    def __init__(self, settings: Settings, read_secret: SecretReader) -> None:
+        self._settings = settings
+        self._read_secret = read_secret
+
+    def tokens(self) -> tuple[bytes, ...]:
+        """The current token set (UTF-8 bytes).
+
+        Raise SecretUnavailable when the secret cannot be read, ConfigurationError when no
+        token is configured or the secret is not ``{"tokens": [...]}``.
+        """
+        settings = self._settings
+        if settings.api_tokens_secret_arn:
+            secret = self._read_secret(settings.api_tokens_secret_arn, settings.api_tokens_cache_s)
+            return _parse(secret.get("tokens"), 'the API tokens secret\'s "tokens" field')
+        if not settings.api_tokens.strip():
+            raise ConfigurationError("set API_TOKENS or API_TOKENS_SECRET_ARN")
+        return _parse(settings.api_tokens.split(","), "API_TOKENS")
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -66,7 +63,7 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return token.strip()
 
 
-def authorize(headers: Mapping[str, str], settings: Settings) -> None:
+def authorize(headers: Mapping[str, str], tokens: TokenSource) -> None:
     """Accept the request's bearer token or raise Unauthorized.
 
     The candidate is compared with every valid token, always all of them, with
@@ -77,10 +74,13 @@ def authorize(headers: Mapping[str, str], settings: Settings) -> None:
         raise Unauthorized("a bearer token is required", challenge=f'Bearer realm="{REALM}"')
     candidate = token.encode()
     matched = False
-    for valid in valid_tokens(settings):
+    for valid in tokens.tokens():
         matched |= hmac.compare_digest(candidate, valid)
     if not matched:
         raise Unauthorized(
             "the bearer token is not valid",
             challenge=f'Bearer realm="{REALM}", error="invalid_token"',
         )
+
+
+__all__ = ["REALM", "TokenSource", "Unauthorized", "authorize", "bearer_token"]

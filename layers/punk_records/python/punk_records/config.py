@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from punk_records.errors import ConfigurationError
 
 DEFAULT_TOPIC = "punk-records.events.v1"
+
+# The functions, by the name their template resource starts with (IngestFunction, ...).
+INGEST, CONSUMER, MIGRATE = "Ingest", "Consumer", "Migrate"
+
+
+def read_by(*functions: str) -> Any:
+    """Field metadata naming the functions that read a setting, so that the template can be
+    checked against the code: each function declares exactly the variables it reads."""
+    return Field(json_schema_extra={"read_by": list(functions)})
 
 
 class Settings(BaseModel):
@@ -24,30 +32,51 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     # Kafka
-    kafka_bootstrap_servers: str = ""
-    kafka_topic: str = DEFAULT_TOPIC
-    kafka_auth_mode: Literal["none", "scram", "iam"] = "none"
-    kafka_tls: bool = False
-    kafka_scram_secret_arn: str = ""
-    kafka_produce_timeout_ms: int = Field(default=10_000, ge=1_000, le=60_000)
-    aws_region: str = "us-east-1"
+    kafka_bootstrap_servers: Annotated[str, read_by(INGEST)] = ""
+    kafka_topic: Annotated[str, read_by(INGEST)] = DEFAULT_TOPIC
+    kafka_auth_mode: Annotated[Literal["none", "scram", "iam"], read_by(INGEST)] = "none"
+    kafka_tls: Annotated[bool, read_by(INGEST)] = False
+    kafka_scram_secret_arn: Annotated[str, read_by(INGEST)] = ""
+    kafka_produce_timeout_ms: Annotated[int, read_by(INGEST)] = Field(
+        default=10_000, ge=1_000, le=60_000
+    )
+    # Set by Lambda itself; no template declares it.
+    aws_region: Annotated[str, read_by()] = "us-east-1"
 
-    # PostgreSQL: a URL locally, an RDS-style JSON secret in AWS (the secret wins when set)
-    database_url: str = ""
-    database_secret_arn: str = ""
-    database_connect_timeout_s: int = Field(default=5, ge=1, le=60)
+    # PostgreSQL: a URL locally, an RDS-style JSON secret in AWS (the secret wins when set).
+    # The ingest function reads them for its health check.
+    database_url: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE)] = ""
+    database_secret_arn: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE)] = ""
+    database_connect_timeout_s: Annotated[int, read_by(INGEST, CONSUMER, MIGRATE)] = Field(
+        default=5, ge=1, le=60
+    )
 
     # Ingest API
-    api_tokens: str = ""
-    api_tokens_secret_arn: str = ""
-    api_tokens_cache_s: int = Field(default=60, ge=0, le=3_600)
-    max_batch_events: int = Field(default=500, ge=1, le=10_000)
-    max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=6_000_000)
-    max_payload_bytes: int = Field(default=262_144, ge=1_024, le=6_000_000)
+    api_tokens: Annotated[str, read_by(INGEST)] = ""
+    api_tokens_secret_arn: Annotated[str, read_by(INGEST)] = ""
+    api_tokens_cache_s: Annotated[int, read_by(INGEST)] = Field(default=60, ge=0, le=3_600)
+    max_batch_events: Annotated[int, read_by(INGEST)] = Field(default=500, ge=1, le=10_000)
+    max_body_bytes: Annotated[int, read_by(INGEST)] = Field(
+        default=1_048_576, ge=1_024, le=6_000_000
+    )
+    max_payload_bytes: Annotated[int, read_by(INGEST, CONSUMER)] = Field(
+        default=262_144, ge=1_024, le=6_000_000
+    )
+
+    @classmethod
+    def variables_read_by(cls, function: str) -> set[str]:
+        """The environment variables ``function`` (INGEST, CONSUMER, MIGRATE) reads."""
+        found = set()
+        for name, info in cls.model_fields.items():
+            extra = info.json_schema_extra
+            readers = extra.get("read_by") if isinstance(extra, dict) else None
+            if isinstance(readers, list) and function in readers:
+                found.add(name.upper())
+        return found
 
     def require(self, field: str) -> str:
         """Return a string setting, or raise ConfigurationError naming its variable if unset."""
-        value = getattr(self, field)
+        value = str(getattr(self, field))
         if not value:
             raise ConfigurationError(f"environment variable {field.upper()} is required")
         return value
@@ -65,9 +94,3 @@ class Settings(BaseModel):
                 f"{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigurationError(f"invalid configuration: {problems}") from None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The container's settings, read once. Tests call ``get_settings.cache_clear()``."""
-    return Settings.from_env()

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
 
 from pydantic_core import to_json
 
 from punk_records.envelope import DEFAULT_MAX_PAYLOAD_BYTES, decode
 from punk_records.errors import InvalidEnvelope
+from punk_records.ports import DeadLetter, Store, StoredEvent, WriteResult
 from punk_records.redaction import redact_bytes
-from punk_records.store import DeadLetter, EventStore, StoredEvent, WriteResult
 
 # Enough validation errors to act on; a dead letter is for people, not for a full report.
 _MAX_REASON_ERRORS = 3
@@ -108,7 +107,7 @@ def reason(record: KafkaRecord, exc: InvalidEnvelope) -> str:
             return f"value is not UTF-8: invalid byte at position {bad.start}"
         return f"value is not JSON: {errors[0]['msg']}"
     if errors and not errors[0]["loc"]:
-        text = errors[0]["msg"]
+        text = str(errors[0]["msg"])
         if errors[0]["type"] == "model_type":
             text = f"not a valid envelope: {text}"
         return text[:_MAX_REASON_CHARS]
@@ -120,46 +119,81 @@ def reason(record: KafkaRecord, exc: InvalidEnvelope) -> str:
     return text[:_MAX_REASON_CHARS]
 
 
+class ClassifiedBatch:
+    """A batch's records, classified while they stream to the store: events first, dead letters
+    after.
+
+    :meth:`events` yields each valid record's event as it is decoded, so PostgreSQL works on
+    the first rows while the last ones are still being classified; poison records are set aside
+    on the way. :meth:`dead_letters` is therefore complete only once the events are exhausted,
+    and says so by raising otherwise. :meth:`events` may be called again (a retry on a fresh
+    connection): it replays what was already classified, then goes on where the last read
+    stopped, so no record is decoded twice and none is lost.
+    """
+
+    def __init__(
+        self, records: Iterable[KafkaRecord], max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    ) -> None:
+        self._records = iter(records)
+        self._max_payload_bytes = max_payload_bytes
+        self._events: list[StoredEvent] = []
+        self._letters: list[DeadLetter] = []
+        self._exhausted = False
+        self.ranges: dict[str, list[int]] = {}
+        self.poison_sample: list[dict[str, Any]] = []
+
+    def events(self) -> Iterator[StoredEvent]:
+        """Every valid record's event, in record order (replayed, then continued)."""
+        yield from self._events[: len(self._events)]
+        if self._exhausted:
+            return
+        keep, limit = self._events.append, self._max_payload_bytes
+        for record in self._records:
+            _extend_range(self.ranges, record)
+            try:
+                event = classify(record, limit)
+            except InvalidEnvelope as exc:
+                self._letters.append(_dead_letter(record, exc, self.poison_sample))
+                continue
+            keep(event)
+            yield event
+        self._exhausted = True
+
+    def dead_letters(self) -> Sequence[DeadLetter]:
+        """The poison records; raise RuntimeError while :meth:`events` has not been exhausted."""
+        if not self._exhausted:
+            raise RuntimeError("dead letters are known only once every event has been read")
+        return self._letters
+
+    def is_empty(self) -> bool:
+        """Whether the batch holds no record at all (reads up to the first event)."""
+        return next(self.events(), None) is None and not self._letters
+
+
 def consume(
     records: Iterable[KafkaRecord],
-    store: EventStore,
+    store: Store,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> BatchOutcome:
     """Store a batch: valid records as events, poison records as dead letters, one transaction.
 
-    Records are classified while their rows stream to the store, so PostgreSQL works on the
-    first rows while the last ones are still being decoded. Poison never raises. Raise
-    StoreUnavailable (retriable) when nothing could be committed; the caller must then let the
-    whole batch be redelivered, which the dedupe keys make safe.
+    Poison never raises. Raise StoreUnavailable (retriable) when nothing could be committed;
+    the caller must then let the whole batch be redelivered, which the dedupe keys make safe.
     """
     started = time.perf_counter()
-    letters: list[DeadLetter] = []
-    sample: list[dict[str, Any]] = []
-    ranges: dict[str, list[int]] = {}
-
-    def events() -> Iterator[StoredEvent]:
-        for record in records:
-            _extend_range(ranges, record)
-            try:
-                yield classify(record, max_payload_bytes)
-            except InvalidEnvelope as exc:
-                letters.append(_dead_letter(record, exc, sample))
-
+    batch = ClassifiedBatch(records, max_payload_bytes)
     with _collector_paused():
-        stream = events()
-        first = next(stream, None)  # an empty batch needs no store (nor its connection)
-        if first is None and not letters:
-            result = WriteResult(0, 0, 0)
-        else:
-            result = store.write(chain([first] if first else [], stream), letters)
+        # An empty batch needs no store (nor its connection).
+        result = WriteResult(0, 0, 0) if batch.is_empty() else store.write(batch)
+    letters = batch.dead_letters()
     return BatchOutcome(
         received=result.inserted + result.duplicates + len(letters),
         inserted=result.inserted,
         duplicates=result.duplicates,
         poison=len(letters),
         dead_lettered=result.dead_lettered,
-        partitions={k: OffsetRange(lo, hi, n) for k, (lo, hi, n) in ranges.items()},
-        poison_sample=sample,
+        partitions={k: OffsetRange(lo, hi, n) for k, (lo, hi, n) in batch.ranges.items()},
+        poison_sample=batch.poison_sample,
         elapsed_ms=(time.perf_counter() - started) * 1_000,
     )
 

@@ -1,4 +1,8 @@
-"""Error hierarchy of punk_records: every error says whether retrying can help."""
+"""Error hierarchy of punk_records: every error says whether retrying can help, and what it means
+to a client: ``status`` (the HTTP status), ``code`` (the ``error`` field and the metric
+dimension) and, for server-side failures, the fixed ``public_message`` a client sees instead of
+the exception text (which may name hosts or variables). The HTTP edge renders every error from
+these attributes alone."""
 
 from __future__ import annotations
 
@@ -10,24 +14,91 @@ class PunkRecordsError(Exception):
     """Base class. ``retriable`` tells callers whether the same input may succeed later."""
 
     retriable: ClassVar[bool] = False
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    # None: the message is safe to show (it describes the client's own request).
+    public_message: ClassVar[str | None] = "internal error"
+
+    def client_message(self) -> str:
+        """What the client is told: the exception text for its own mistakes, else a fixed one."""
+        return str(self) if self.public_message is None else self.public_message
+
+    def client_headers(self) -> dict[str, str]:
+        """Response headers this error needs (for example a ``WWW-Authenticate`` challenge)."""
+        return {}
 
 
 class ConfigurationError(PunkRecordsError):
     """A setting is missing or invalid; the message names the environment variable."""
 
+    code = "misconfigured"
 
-class InvalidEnvelope(PunkRecordsError):
+
+class RequestRejected(PunkRecordsError):
+    """The request can never succeed as sent; the message says why, for the client."""
+
+    status = 400
+    code = "bad_request"
+    public_message = None
+
+
+class UnsupportedMediaType(RequestRejected):
+    """The body is not declared as JSON (``Content-Type: application/json``)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class MalformedJson(RequestRejected):
+    """The body is not UTF-8 JSON (or not valid base64 when the gateway encoded it)."""
+
+    code = "malformed_json"
+
+
+class TooLarge(RequestRejected):
+    """The body exceeds ``MAX_BODY_BYTES`` or the batch exceeds ``MAX_BATCH_EVENTS``."""
+
+    status = 413
+    code = "too_large"
+
+
+class InvalidEnvelope(RequestRejected):
     """One or more envelopes broke the contract. ``errors`` is a list of ``{loc, msg, type}``."""
+
+    code = "invalid_envelope"
 
     def __init__(self, errors: Sequence[dict[str, Any]]) -> None:
         self.errors = list(errors)
         super().__init__(f"{len(self.errors)} validation error(s)")
 
 
+class Unauthorized(RequestRejected):
+    """The request carries no bearer token, or one that is not in the token set.
+
+    ``challenge`` is the ``WWW-Authenticate`` value to send back (RFC 6750).
+    """
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, challenge: str) -> None:
+        self.challenge = challenge
+        super().__init__(message)
+
+    def client_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.challenge}
+
+
 class ProduceError(PunkRecordsError):
     """Kafka did not acknowledge every record in time. ``not_acked`` lists their event ids."""
 
     retriable = True
+    status = 503
+    code = "kafka_unavailable"
+    public_message = (
+        "Kafka did not acknowledge every event in time; nothing is confirmed, retry the whole "
+        "request (duplicates are harmless)"
+    )
 
     def __init__(self, message: str, not_acked: Sequence[str]) -> None:
         self.not_acked = list(not_acked)
@@ -38,9 +109,15 @@ class StoreUnavailable(PunkRecordsError):
     """PostgreSQL could not be reached or the transaction failed for a transient reason."""
 
     retriable = True
+    status = 503
+    code = "store_unavailable"
+    public_message = "the event store cannot be reached right now; retry later"
 
 
 class SecretUnavailable(PunkRecordsError):
     """A secret (API tokens, database credentials) could not be read."""
 
     retriable = True
+    status = 503
+    code = "tokens_unavailable"
+    public_message = "the API tokens cannot be read right now; retry later"

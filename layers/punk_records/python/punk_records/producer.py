@@ -1,24 +1,26 @@
-"""Kafka producer: one per container, ``acks=all``, idempotent, bounded by the time budget."""
+"""Kafka adapter: the producer (one per container, ``acks=all``, idempotent, bounded by the time
+budget) and the health check's metadata probe."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
 from punk_records.aws_secrets import read_json_secret
-from punk_records.config import Settings, get_settings
+from punk_records.config import Settings
 from punk_records.envelope import Envelope
 from punk_records.errors import ProduceError
+from punk_records.health import CHECK_TIMEOUT_S, DependencyDown
 
 
-class _MskIamTokenProvider(AbstractTokenProvider):
+class _MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]  # untyped library
     """OAUTHBEARER tokens signed with the function's IAM role (MSK IAM auth)."""
 
     def __init__(self, region: str) -> None:
@@ -29,7 +31,7 @@ class _MskIamTokenProvider(AbstractTokenProvider):
         from aws_msk_iam_sasl_signer import MSKAuthTokenProvider  # only needed with IAM auth
 
         token, _expiry_ms = MSKAuthTokenProvider.generate_auth_token(self._region)
-        return token
+        return str(token)
 
 
 def security_options(settings: Settings) -> dict[str, Any]:
@@ -155,7 +157,53 @@ class ProducerCache:
             raise
 
 
-@lru_cache(maxsize=1)
-def get_producer() -> ProducerCache:
-    """The container's producer cache (lazy: nothing connects until the first produce)."""
-    return ProducerCache(get_settings())
+class KafkaProbe:
+    """A metadata client kept for the container (like the producer), rebuilt after a failure.
+
+    One check at a time: a check that finds the previous one still holding the client (a hung
+    broker) reports ``timeout`` at its own deadline instead of queueing behind it.
+    """
+
+    def __init__(self, settings: Settings, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._admin: KafkaAdminClient | None = None
+        self._lock = threading.Lock()
+
+    def _client(self) -> KafkaAdminClient:
+        if self._admin is None:
+            timeout_ms = int(self._timeout_s * 1000)
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=self._settings.require("kafka_bootstrap_servers").split(","),
+                client_id="punk-records-health",
+                bootstrap_timeout_ms=timeout_ms,
+                request_timeout_ms=timeout_ms,
+                **security_options(self._settings),
+            )
+        return self._admin
+
+    def check(self) -> None:
+        """Fetch the topic's metadata; raise DependencyDown unless it has partitions."""
+        if not self._lock.acquire(timeout=self._timeout_s):
+            raise DependencyDown("timeout", "the previous Kafka check is still running")
+        try:
+            topics = self._client().describe_topics([self._settings.kafka_topic])
+        except KafkaError as exc:
+            self._reset()
+            code = "unreachable" if isinstance(exc, KafkaTimeoutError) else "unavailable"
+            raise DependencyDown(code, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._lock.release()
+        topic = next((t for t in topics if t.get("name") == self._settings.kafka_topic), None)
+        if topic is None or topic.get("error_code") or not topic.get("partitions"):
+            raise DependencyDown("topic_not_found")
+
+    def _reset(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.close()
+
+    def close(self) -> None:
+        """Close the metadata client (tests, shutdown)."""
+        with self._lock:
+            self._reset()

@@ -411,7 +411,7 @@ class _Compiled:
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         import hyperscan
-        import re2
+        import re2  # type: ignore[import-untyped]
 
         self.rules = tuple(rules)
         options = re2.Options()
@@ -479,10 +479,10 @@ class _Compiled:
         word, no escape. Stops at the first sign of work."""
         found = False
 
-        def on_match(expression: int, start: int, end: int, flags: int, context: object) -> int:
+        def on_match(expression: int, start: int, end: int, flags: int, context: object) -> bool:
             nonlocal found
             found = True
-            return 1  # stop scanning
+            return True  # stop scanning
 
         # Stopping the scan raises ScanTerminated; found already says why.
         with contextlib.suppress(hyperscan.ScanTerminated):
@@ -529,8 +529,8 @@ class _Compiled:
                     start, end = match.span()
                 if start < resume[0] or end <= start:
                     continue  # inside the (extended) span of the previous match
-                if tail is not None:
-                    end = tail.match(text, end).end()
+                if tail is not None and (run := tail.match(text, end)) is not None:
+                    end = run.end()
                 resume[0] = end
                 value = text[start:end]
                 kind: str | None = rule.kind

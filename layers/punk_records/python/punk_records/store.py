@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from itertools import chain
+from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
 from psycopg import postgres
@@ -17,10 +14,10 @@ from pydantic_core import to_json
 
 from punk_records import migrations
 from punk_records.aws_secrets import read_json_secret
-from punk_records.config import Settings, get_settings
-from punk_records.envelope import Envelope
+from punk_records.config import Settings
 from punk_records.errors import ConfigurationError, StoreUnavailable
 from punk_records.observability import trace_library
+from punk_records.ports import Batch, DeadLetter, StoredEvent, WriteResult, as_batch
 
 _EVENT_COLUMNS = (
     "event_id, ts, workspace_id, satellite_id, trace_id, type, severity, confidence,"
@@ -54,42 +51,6 @@ ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
 """
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """A valid envelope and the Kafka coordinates it was read from (None when not from Kafka).
-
-    ``payload_json`` is the payload already encoded as compact UTF-8 JSON, when the caller has
-    it; otherwise the store encodes ``envelope.payload`` itself.
-    """
-
-    envelope: Envelope
-    topic: str | None = None
-    partition: int | None = None
-    offset: int | None = None
-    payload_json: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record that can never become an event, kept with the reason."""
-
-    value: bytes | None
-    key: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What one batch write did: ``inserted`` new events, ``duplicates`` already stored."""
-
-    inserted: int
-    duplicates: int
-    dead_lettered: int
-
-
 def connect(conninfo: str, connect_timeout: int = 5) -> psycopg.Connection:
     """Open an autocommit connection (transactions are explicit); raise StoreUnavailable."""
     trace_library("psycopg")
@@ -102,19 +63,23 @@ def connect(conninfo: str, connect_timeout: int = 5) -> psycopg.Connection:
 
 
 def write_batch(
-    conn: psycopg.Connection, events: Iterable[StoredEvent], dead_letters: Sequence[DeadLetter] = ()
+    conn: psycopg.Connection,
+    events: Batch | Iterable[StoredEvent],
+    dead_letters: Sequence[DeadLetter] = (),
 ) -> WriteResult:
     """Insert events (deduplicated by event_id) and dead letters in one transaction.
 
-    ``events`` may be an iterator that produces the events as it goes: it is read once, while
-    the rows stream to PostgreSQL, and ``dead_letters`` only after it is exhausted. A fixed
-    handful of statements whatever the batch size. Raise StoreUnavailable on connection loss,
-    serialization failures or timeouts; nothing is committed in that case.
+    ``events`` is a :class:`~punk_records.ports.Batch` (its events stream to PostgreSQL as they
+    are produced, its dead letters are read after them) or plain events with ``dead_letters``.
+    A fixed handful of statements whatever the batch size. Raise StoreUnavailable on connection
+    loss, serialization failures or timeouts; nothing is committed in that case.
     """
+    batch = as_batch(events, dead_letters)
     try:
         with conn.transaction():
-            inserted, received = _insert_events(conn, events)
-            dead = _insert_dead_letters(conn, dead_letters) if dead_letters else 0
+            inserted, received = _insert_events(conn, batch)
+            letters = batch.dead_letters()
+            dead = _insert_dead_letters(conn, letters) if letters else 0
     except (
         psycopg.OperationalError,
         psycopg.errors.SerializationFailure,
@@ -123,13 +88,6 @@ def write_batch(
     ) as exc:
         raise StoreUnavailable(f"batch write failed: {_reason(exc)}") from exc
     return WriteResult(inserted=inserted, duplicates=received - inserted, dead_lettered=dead)
-
-
-def _recorded(source: Iterator[StoredEvent], seen: list[StoredEvent]) -> Iterator[StoredEvent]:
-    """``source``, keeping what was read in ``seen`` so that it can be sent again."""
-    for item in source:
-        seen.append(item)
-        yield item
 
 
 class _JsonbBytesDumper(Dumper):
@@ -142,26 +100,23 @@ class _JsonbBytesDumper(Dumper):
         return b"\x01" + obj
 
 
-def _insert_events(conn: psycopg.Connection, events: Iterable[StoredEvent]) -> tuple[int, int]:
+def _insert_events(conn: psycopg.Connection, batch: Batch) -> tuple[int, int]:
     """(new events inserted, events received)."""
-    source = iter(events)
-    first = next(source, None)
-    if first is None:
-        return 0, 0
-    sent = [first]
     try:
         with conn.transaction():  # a savepoint: a failed COPY leaves the batch's transaction usable
-            _copy_events(conn, _COPY_EVENTS, chain(sent, _recorded(source, sent)))
-        return len(sent), len(sent)
+            received = _copy_events(conn, _COPY_EVENTS, batch.events())
+        return received, received
     except psycopg.errors.UniqueViolation:
         pass
-    rows = [*sent, *source]  # with whatever the failed COPY had not read
+    # events() replays what the failed COPY read, then whatever it had not.
     conn.execute(_CREATE_STAGING)
-    _copy_events(conn, _COPY_STAGING, rows)
-    return conn.execute(_INSERT_EVENTS).rowcount, len(rows)
+    received = _copy_events(conn, _COPY_STAGING, batch.events())
+    return conn.execute(_INSERT_EVENTS).rowcount, received
 
 
-def _copy_events(conn: psycopg.Connection, statement: str, events: Iterable[StoredEvent]) -> None:
+def _copy_events(conn: psycopg.Connection, statement: str, events: Iterable[StoredEvent]) -> int:
+    """COPY ``events`` with ``statement``; return how many rows were sent."""
+    count = 0
     cur = conn.cursor()
     # Only for COPY's lookup by type oid: jsonb values arrive as bytes, encoded once upstream.
     cur.adapters.register_dumper(None, _JsonbBytesDumper)
@@ -186,6 +141,8 @@ def _copy_events(conn: psycopg.Connection, statement: str, events: Iterable[Stor
                     item.offset,
                 )
             )
+            count += 1
+    return count
 
 
 def _insert_dead_letters(conn: psycopg.Connection, letters: Sequence[DeadLetter]) -> int:
@@ -234,22 +191,21 @@ class EventStore:
             self._conn = None
 
     def write(
-        self, events: Iterable[StoredEvent], dead_letters: Sequence[DeadLetter] = ()
+        self, events: Batch | Iterable[StoredEvent], dead_letters: Sequence[DeadLetter] = ()
     ) -> WriteResult:
-        """:func:`write_batch` on the cached connection (``events`` is read once).
+        """:func:`write_batch` on the cached connection.
 
         A connection that died while the container was idle (database restart, failover) is
-        replaced and the batch tried once more; that is safe because writes are idempotent.
-        A second failure raises StoreUnavailable.
+        replaced and the batch tried once more (its events replayed); that is safe because
+        writes are idempotent. A second failure raises StoreUnavailable.
         """
-        source = iter(events)
-        sent: list[StoredEvent] = []
+        batch = as_batch(events, dead_letters)
         try:
-            return write_batch(self.connection(), _recorded(source, sent), dead_letters)
+            return write_batch(self.connection(), batch)
         except StoreUnavailable:
             self.reset()
         try:
-            return write_batch(self.connection(), [*sent, *source], dead_letters)
+            return write_batch(self.connection(), batch)
         except StoreUnavailable:
             self.reset()
             raise
@@ -283,10 +239,3 @@ def database_conninfo(settings: Settings) -> str:
         except KeyError as exc:
             raise ConfigurationError(f"database secret lacks the field {exc.args[0]!r}") from None
     return settings.require("database_url")
-
-
-@lru_cache(maxsize=1)
-def get_store() -> EventStore:
-    """The container's event store (lazy: no connection is opened until first use)."""
-    settings = get_settings()
-    return EventStore(lambda: database_conninfo(settings), settings.database_connect_timeout_s)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from kafka.errors import KafkaTimeoutError
 
-import punk_records.health
-from punk_records.config import Settings
 from punk_records.errors import ConfigurationError, StoreUnavailable
-from punk_records.health import DependencyDown, KafkaProbe, check_health, check_postgres
+from punk_records.health import DependencyDown, HealthChecker, check_health, check_postgres
 
 
 def ok() -> None:
@@ -71,6 +68,42 @@ def test_given_a_hung_check_when_checked_then_timeout_is_reported_before_it_fini
     assert report.dependencies["postgres"].status == "ok"
 
 
+def test_given_a_check_still_hung_when_checked_again_then_timeout_at_once_on_the_same_pool():
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hung() -> None:
+        calls.append("kafka")
+        release.wait(30)
+
+    checker = HealthChecker()
+    try:
+        first = checker.check({"kafka": hung, "postgres": ok}, timeout_s=0.2)
+        second = checker.check({"kafka": hung, "postgres": ok}, timeout_s=5)
+        threads = {t.name for t in threading.enumerate() if t.name.startswith("health")}
+    finally:
+        release.set()
+        checker.close()
+    assert first.dependencies["kafka"].error == "timeout"
+    # The hung check is not started a second time, and the report does not wait for it.
+    assert second.dependencies["kafka"].error == "timeout"
+    assert second.dependencies["kafka"].latency_ms < 1_000
+    assert second.dependencies["postgres"].status == "ok"
+    assert calls == ["kafka"]
+    assert len(threads) <= 4
+
+
+def test_given_many_health_checks_when_run_on_one_checker_then_the_threads_are_reused():
+    checker = HealthChecker()
+    try:
+        for _ in range(20):
+            assert checker.check({"kafka": ok, "postgres": ok}).ok
+        threads = [t for t in threading.enumerate() if t.name.startswith("health")]
+    finally:
+        checker.close()
+    assert len(threads) <= 4
+
+
 class FlakyStore:
     def __init__(self, failures: int) -> None:
         self.failures = failures
@@ -82,65 +115,15 @@ class FlakyStore:
             raise StoreUnavailable("PostgreSQL check failed: server closed the connection")
 
 
-def test_given_a_stale_connection_when_postgres_is_checked_then_one_retry_makes_it_pass(
-    monkeypatch,
-):
+def test_given_a_stale_connection_when_postgres_is_checked_then_one_retry_makes_it_pass():
     store = FlakyStore(failures=1)
-    monkeypatch.setattr(punk_records.health, "get_store", lambda: store)
-    check_postgres()
+    check_postgres(store)
     assert store.pings == 2
 
 
-def test_given_postgres_down_when_checked_then_dependency_down_after_two_tries(monkeypatch):
+def test_given_postgres_down_when_checked_then_dependency_down_after_two_tries():
     store = FlakyStore(failures=2)
-    monkeypatch.setattr(punk_records.health, "get_store", lambda: store)
     with pytest.raises(DependencyDown) as caught:
-        check_postgres()
+        check_postgres(store)
     assert caught.value.code == "unavailable"
     assert store.pings == 2
-
-
-class FakeAdmin:
-    def __init__(self, topics: list[dict] | Exception) -> None:
-        self.topics = topics
-        self.closed = False
-
-    def describe_topics(self, names: list[str]) -> list[dict]:
-        if isinstance(self.topics, Exception):
-            raise self.topics
-        return self.topics
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def probe_with(admin: FakeAdmin) -> KafkaProbe:
-    """A probe whose cached metadata client is ``admin``."""
-    probe = KafkaProbe(Settings(kafka_bootstrap_servers="127.0.0.1:9", kafka_topic="t"))
-    probe._admin = admin
-    return probe
-
-
-def test_given_the_topic_has_partitions_when_kafka_is_checked_then_it_passes():
-    admin = FakeAdmin([{"name": "t", "error_code": 0, "partitions": [{"partition_index": 0}]}])
-    probe_with(admin).check()
-
-
-@pytest.mark.parametrize(
-    "topics",
-    [[{"name": "t", "error_code": 3, "partitions": []}], [], [{"name": "other", "error_code": 0}]],
-)
-def test_given_the_topic_is_missing_when_kafka_is_checked_then_topic_not_found(topics):
-    with pytest.raises(DependencyDown) as caught:
-        probe_with(FakeAdmin(topics)).check()
-    assert caught.value.code == "topic_not_found"
-
-
-def test_given_kafka_times_out_when_checked_then_unreachable_and_the_client_is_dropped():
-    admin = FakeAdmin(KafkaTimeoutError("no broker"))
-    probe = probe_with(admin)
-    with pytest.raises(DependencyDown) as caught:
-        probe.check()
-    assert caught.value.code == "unreachable"
-    assert admin.closed
-    assert probe._admin is None

@@ -11,7 +11,8 @@ from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
 import punk_records.auth
-from punk_records.auth import Unauthorized, authorize, bearer_token, valid_tokens
+from punk_records.auth import TokenSource, Unauthorized, authorize, bearer_token
+from punk_records.aws_secrets import read_json_secret
 from punk_records.config import Settings
 from punk_records.errors import ConfigurationError, SecretUnavailable
 
@@ -28,8 +29,9 @@ def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     parameters.clear_caches()
 
 
-def settings(**values: object) -> Settings:
-    return Settings.model_validate(values)
+def settings(**values: object) -> TokenSource:
+    """The token source of a container configured with ``values``."""
+    return TokenSource(Settings.model_validate(values), read_json_secret)
 
 
 def headers(token: str) -> dict[str, str]:
@@ -37,7 +39,7 @@ def headers(token: str) -> dict[str, str]:
 
 
 def test_given_api_tokens_with_blanks_when_read_then_each_trimmed_token_is_valid():
-    tokens = valid_tokens(settings(api_tokens=" one , two,, "))
+    tokens = settings(api_tokens=" one , two,, ").tokens()
     assert tokens == (b"one", b"two")
 
 
