@@ -617,16 +617,16 @@ def _labelled_kind(text: str, match: Any, regex: Any, start_end: tuple[int, int]
 
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _ESCAPED = re.compile(r"\\[\"\\/bfnrtu]")
-_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def _percent_decoded(text: str) -> str:
     """``text`` with %XX decoded as UTF-8 (a view to scan: invalid bytes become U+FFFD)."""
     if not text.isascii():
         return unquote(text, errors="replace")
-    # C-speed for hostile runs of escapes: %XX becomes \xXX, decoded by the codec.
-    escaped = _STRAY_PERCENT.sub("%25", text.replace("\\", "\\\\")).replace("%", "\\x")
-    raw = codecs.decode(escaped, "unicode_escape").encode("latin-1")
+    # C-speed for hostile runs of escapes: %XX becomes \xXX, decoded by the codec; a stray % is
+    # a replacement character in the view.
+    escaped = text.replace("\\", "\\\\").replace("%", "\\x")
+    raw = codecs.decode(escaped, "unicode_escape", "replace").encode("latin-1", "replace")
     return raw.decode("utf-8", "replace")
 
 
