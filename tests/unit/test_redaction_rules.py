@@ -109,6 +109,10 @@ KEPT = [
     "password: n/a",
     "heroku app 5f3c1c4e-8d3b-4f6e-9a39-0c5f2b7e8d11 released",
     "algolia index 5f3e9a1b2c4d6e8f0a1b3c5d7e9f1a2b rebuilt",
+    "password = getpass.getpass()",
+    "const token = await getToken();",
+    "xoxb-your-bot-token",
+    "Set-Cookie: theme=dark; Path=/",
 ]
 
 
@@ -166,6 +170,8 @@ CONTEXTS = [
     pytest.param(f"SMTP_PASS={PW}", PW, id="smtp-pass"),
     pytest.param(f"master_key: {PW}", PW, id="master-key"),
     pytest.param(f"pw={PW}", PW, id="pw"),
+    pytest.param(f"[client]\npassword = {PW}\n", PW, id="ini"),
+    pytest.param(f"Set-Cookie: session={PW}; HttpOnly", PW, id="set-cookie"),
     pytest.param(f"pass: {PW}", PW, id="pass"),
     pytest.param(f"<settings><password>{PW}</password></settings>", PW, id="xml"),
     pytest.param(f"<apiKey>{PW}</apiKey>", PW, id="xml-api-key"),

@@ -158,12 +158,17 @@ _PLACEHOLDER_WORDS = frozenset(
         "masked", "notset", "not_set", "empty", "value", "your_password", "mypassword",
         "password123", "secret123", "xxx", "pass", "test", "sample", "foo", "bar", "foobar",
         "unknown", "default", "prompt", "stdin", "-", "omitted", "sensitive", "n/a", "tbc",
+        # Code, not a value: "token = await ...", "password = input(...)".
+        "await", "new", "this", "self", "function", "lambda", "yield", "return", "input",
+        "args", "kwargs", "options", "opts", "params", "config", "settings", "request", "req",
+        "ctx", "context", "data", "result", "response", "res",
     }
 )  # fmt: skip
 _PLACEHOLDER = re.compile(
     r"\$\{|\{\{|\$\(|%\(|<[^>]*>|\.\.\.|…|^\$[A-Za-z_]|^%[A-Za-z_]+%$|process\.env|os\.environ"
     r"|getenv|ENV\[|\bsecrets\.|\bvars\.|^env:|^\(?(?:using|with)\b|EXAMPLE|(?i:your[_ -]?"
-    r"(?:api|secret|access|auth|pass|token|key|own|db|app|client|personal))|(?i:_here$|-here$)"
+    r"(?:api|secret|access|auth|pass|token|key|own|db|app|client|personal|bot|user))"
+    r"|(?i:\byour[_ -])|(?i:_here$|-here$)"
     r"|(?i:^(?:insert|replace|enter|put|paste|add)[_ -])|^\[REDACTED:|^[xX*#.•_-]+$"
     # Masked (****1234) and references to a secret store rather than a secret.
     r"|\*{3}|•{3}|^(?:arn|op|vault|ssm|secretsmanager|awssm|azkv|gcpsm|sm):|^projects/[^/]+/secrets/"
@@ -273,11 +278,13 @@ def _prose_password_ok(value: str) -> bool:
         and any(c.isalpha() for c in value)
         and any(c.isdigit() or not c.isalnum() for c in value)
         and not _placeholder(value)
+        and not _CODE.match(value)
     )
 
 
-def _openai_ok(value: str) -> bool:
-    # A kebab-case chain such as "sk-learn-style-naming" has no digit; real keys do.
+def _token_with_digit_ok(value: str) -> bool:
+    # A kebab-case chain such as "sk-learn-style-naming" or "xoxb-your-bot-token" has no digit;
+    # real keys do.
     return any(c.isdigit() for c in value) and _token_ok(value)
 
 
@@ -304,7 +311,7 @@ _CHECKS: dict[str, Callable[[str], bool]] = {
     "bearer": _bearer_ok,
     "b64_private_key": _b64_private_key_ok,
     "prose_password": _prose_password_ok,
-    "sk": _openai_ok,
+    "digit": _token_with_digit_ok,
     "discord": _discord_ok,
     "mailgun": _mailgun_ok,
     "url_password": _url_password_ok,
@@ -582,6 +589,7 @@ def _engine() -> _Compiled:
 
 _SCHEME_KINDS = {"bearer": "bearer_token", "basic": "basic_auth"}
 _WORD = re.compile(r"[A-Za-z][a-z]{1,11}")
+_PREFERENCE_COOKIE = re.compile(r"[A-Za-z0-9_.-]+=[A-Za-z]{1,12}")
 # An unquoted value that is an expression: a call, or a dotted name (settings.API_KEY).
 _CODE = re.compile(
     r"[A-Za-z_][A-Za-z0-9_.]*\(|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$"
@@ -604,6 +612,8 @@ def _labelled_kind(text: str, match: Any, regex: Any, start_end: tuple[int, int]
     scheme = (_group(text, match, groups["scheme" + branch]) or "").strip().lower()
     if branch == "3" and not scheme and _WORD.fullmatch(value):
         return None  # "password: required", "token: expired": a word in YAML or prose
+    if kind == "secret" and _PREFERENCE_COOKIE.fullmatch(value):
+        return None  # "Set-Cookie: theme=dark": a cookie whose value is a word
     if scheme == "basic" and not _basic_ok(value):
         return None
     op_start, op_end = match.span(groups["op" + branch])

@@ -633,7 +633,7 @@ RULES: tuple[Rule, ...] = (
         _L + r"(?P<s>sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,})",
         ("sk-",),
         "sk-proj-{u:56}T3BlbkFJ{u:56}",
-        check="sk",
+        check="digit",
         facts="sk- / sk-proj- / sk-svcacct- + base64url, often with T3BlbkFJ in the middle",
     ),
     _prefixed(
@@ -725,6 +725,7 @@ RULES: tuple[Rule, ...] = (
         _L + r"(?P<s>(?:xox[abeoprs]|xoxe\.xox[bp])-[A-Za-z0-9-]{10,})",
         ("xox",),
         "xoxb-{d:12}-{d:13}-{a:24}",
+        check="digit",
         facts="xoxb-/xoxp-/xoxa-/xoxr-/xoxs-/xoxe- + ids + secret",
     ),
     _prefixed(
