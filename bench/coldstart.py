@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bench.common import ROOT, Spread, compact, event_dicts, progress
 
 FUNCTIONS = {"ingest": "IngestFunction", "consumer": "ConsumerFunction"}
@@ -36,18 +38,89 @@ def _cheap_event(name: str) -> dict[str, Any]:
     return {"eventSource": "aws:kafka", "eventSourceArn": "arn:bench", "records": {}}
 
 
+# The baseline of the init ratio: a handler with the same Powertools decorators and nothing of
+# ours, run the same way. Absolute init times move with the machine; the ratio does not.
+_MINIMAL = {
+    "ingest": """
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+
+logger = Logger(service="minimal")
+metrics = Metrics(namespace="Minimal", service="minimal")
+tracer = Tracer(service="minimal", auto_patch=False)
+app = APIGatewayHttpResolver()
+
+
+@app.post("/events")
+def post_events() -> Response:
+    return Response(401, "application/json", '{"error": "unauthorized"}')
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event, context):
+    return app.resolve(event, context)
+""",
+    "consumer": """
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.data_classes import KafkaEvent, event_source
+
+logger = Logger(service="minimal")
+metrics = Metrics(namespace="Minimal", service="minimal")
+tracer = Tracer(service="minimal", auto_patch=False)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@event_source(data_class=KafkaEvent)
+def handler(event, context):
+    return {"records": len(list(event.records))}
+""",
+}
+
+
+def minimal_template(name: str, directory: Path) -> Path:
+    """A copy of template.yaml whose ``name`` function runs the minimal handler instead."""
+    from local.template import TEMPLATE, load_template
+
+    template = load_template(TEMPLATE)
+    code = directory / "minimal"
+    code.mkdir()
+    (code / "app.py").write_text(_MINIMAL[name].lstrip())
+    properties = template["Resources"][FUNCTIONS[name]]["Properties"]
+    properties["CodeUri"] = str(code)
+    properties["Handler"] = "app.handler"
+    for resource in template["Resources"].values():
+        content = (resource.get("Properties") or {}).get("ContentUri")
+        if resource.get("Type") == "AWS::Serverless::LayerVersion" and isinstance(content, str):
+            resource["Properties"]["ContentUri"] = str(TEMPLATE.parent / content)
+    path = directory / "template.yaml"
+    path.write_text(yaml.safe_dump(template, sort_keys=False))
+    return path
+
+
 def _duration_ms(report: Mapping[str, str]) -> float:
     return float(report["Duration"].split()[0])
 
 
-def init_ms(name: str, containers: int, warm: int = 5) -> dict[str, Any]:
-    """First-invocation minus warm-invocation ``Duration`` over fresh containers."""
+def init_ms(
+    name: str, containers: int, warm: int = 5, template: Path | None = None
+) -> dict[str, Any]:
+    """First-invocation minus warm-invocation ``Duration`` over fresh containers (of the
+    function in ``template`` when given, e.g. :func:`minimal_template`)."""
     from local.emulator import LambdaFunction
+    from local.template import TEMPLATE
 
     event = _cheap_event(name)
+    label = f"{name} (minimal)" if template else name
     inits, firsts, warms = [], [], []
     for i in range(containers):
-        with LambdaFunction(FUNCTIONS[name], env_overrides=AS_LAMBDA) as function:
+        with LambdaFunction(
+            FUNCTIONS[name], env_overrides=AS_LAMBDA, template=template or TEMPLATE
+        ) as function:
             for _ in range(warm + 1):
                 result = function.invoke(event)
                 if isinstance(result, dict) and "errorType" in result:
@@ -57,7 +130,7 @@ def init_ms(name: str, containers: int, warm: int = 5) -> dict[str, Any]:
         inits.append(first - warm_ms)
         firsts.append(first)
         warms.append(warm_ms)
-        progress(f"cold start {name}: container {i + 1}/{containers}: {first - warm_ms:.0f} ms")
+        progress(f"cold start {label}: container {i + 1}/{containers}: {first - warm_ms:.0f} ms")
     return {
         "init_ms": Spread.of(inits).as_dict(),
         "first_invoke_ms": Spread.of(firsts).as_dict(),

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, consumer, e2e, ingest
+from bench import coldstart, consumer, e2e, ingest, redaction
 from bench.common import ROOT, Spread, machine, progress
 
-FIGURES = ("layer", "coldstart", "consumer", "memory", "ingest", "e2e")
+FIGURES = ("redaction", "layer", "coldstart", "consumer", "memory", "ingest", "e2e")
 SIZES = (100, 1_000, 10_000)
 SIZE_KEYS = {100: "100", 1_000: "1k", 10_000: "10k"}
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -92,13 +92,19 @@ def _create_topic(bootstrap: str, topic: str) -> None:
 def measure(args: argparse.Namespace, plan: Plan, wanted: set[str]) -> dict[str, Any]:
     """Every wanted figure, as nested details."""
     details: dict[str, Any] = {"machine": machine(), "plan": plan.__dict__ | {"quick": args.quick}}
+    if "redaction" in wanted:
+        details["redaction"] = redaction.measure(1_000 if args.quick else 5_000)
     if "layer" in wanted:
         details["layer"] = coldstart.layer_mb()
     if "coldstart" in wanted:
         for name in coldstart.FUNCTIONS:
+            with tempfile.TemporaryDirectory(prefix="bench-minimal-") as directory:
+                minimal = coldstart.minimal_template(name, Path(directory))
+                baseline = coldstart.init_ms(name, plan.containers, template=minimal)
             details[f"coldstart_{name}"] = {
                 **coldstart.init_ms(name, plan.containers),
                 **coldstart.import_ms(name, plan.import_runs),
+                "minimal_init_ms": baseline["init_ms"],
             }
     with _services(args, wanted) as (dsn, bootstrap, topic):
         if "consumer" in wanted:
@@ -131,7 +137,17 @@ def headline(details: dict[str, Any]) -> dict[str, float]:
         results["ingest_single_p99_ms"] = round(single["handler_p99_ms_per_event"], 3)
     for name in coldstart.FUNCTIONS:
         if f"coldstart_{name}" in details:
-            results[f"init_ms_{name}"] = round(details[f"coldstart_{name}"]["init_ms"]["median"], 1)
+            cs = details[f"coldstart_{name}"]
+            results[f"init_ms_{name}"] = round(cs["init_ms"]["median"], 1)
+            results[f"init_ratio_vs_minimal_{name}"] = round(
+                cs["init_ms"]["median"] / max(cs["minimal_init_ms"]["median"], 1e-3), 2
+            )
+    if "redaction" in details:
+        r = details["redaction"]
+        results["redaction_recall"] = round(r["recall"], 4)
+        results["redaction_false_positive_rate"] = round(r["false_positive_rate"], 4)
+        results["redaction_us_p50"] = round(r["us_per_payload"]["median"], 2)
+        results["redaction_worst_ms_256k"] = round(r["worst_ms_256k"], 2)
     if "layer" in details:
         results["layer_mb"] = round(details["layer"]["layer_mb"], 1)
     if "e2e" in details:
@@ -193,10 +209,34 @@ def table(details: dict[str, Any]) -> str:
                 "",
             )
         )
+    if "redaction" in details:
+        r = details["redaction"]
+        us = r["us_per_payload"]
+        one(
+            f"redaction recall ({r['secret_cases']} cases, {r['families']} families)",
+            r["recall"],
+            3,
+        )
+        one(
+            f"redaction false positives ({r['clean_cases']} clean cases)",
+            r["false_positive_rate"],
+            3,
+        )
+        rows.append(
+            ("redaction µs per payload: median", f"{us['median']:.1f}", str(us["runs"]), "≤ 13")
+        )
+        rows.append(("redaction µs per payload: p99", f"{us['p99']:.1f}", str(us["runs"]), ""))
+        rows.append(("redaction µs per payload: worst", f"{us['worst']:.1f}", str(us["runs"]), ""))
+        rows.append(
+            ("redaction worst ms per 256 KiB (hostile)", f"{r['worst_ms_256k']:.2f}", "5", "≤ 5")
+        )
     for name in coldstart.FUNCTIONS:
         cs = details.get(f"coldstart_{name}")
         if cs:
             add(f"{name}: init ms (emulator, first − warm)", cs["init_ms"], 0, "< 300")
+            add(f"{name}: minimal handler init ms (same decorators)", cs["minimal_init_ms"], 0)
+            ratio = cs["init_ms"]["median"] / max(cs["minimal_init_ms"]["median"], 1e-3)
+            rows.append((f"{name}: init ÷ minimal handler init", f"{ratio:.2f}", "", "≤ 2.5"))
             add(f"{name}: import ms (-X importtime)", cs["import_ms"], 0)
             add(f"{name}: import ms without .pyc caches", cs["import_uncached_ms"], 0)
     if "layer" in details:
@@ -229,6 +269,14 @@ def _largest(details: dict[str, Any]) -> list[str]:
     if "layer" in details:
         parts = ", ".join(f"{top} {mb}" for top, mb in details["layer"]["largest_mb"].items())
         lines.append(f"- layer, largest packages (MB): {parts}")
+    if "redaction" in details:
+        r = details["redaction"]
+        families = ", ".join(
+            f"{family} {recall:.2f}" for family, recall in r["recall_per_family"].items()
+        )
+        lines.append(f"- redaction recall per family: {families}")
+        hostile = ", ".join(f"{name} {item['ms']:.2f} ms" for name, item in r["hostile_ms"].items())
+        lines.append(f"- redaction hostile inputs (256 KiB each unless larger): {hostile}")
     return lines
 
 
@@ -292,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "details.json").write_text(json.dumps(details, indent=2) + "\n")
     print(table(details))
+    print("\n".join(_largest(details)))
     if not args.no_docs:
         update_docs(generated_section(details, sys.argv[1:] if argv is None else argv), args.docs)
         progress(f"wrote {args.out / 'results.json'} and updated {args.docs}")

@@ -44,6 +44,7 @@ LAYERS: dict[str, str] = {
     "observability": DOMAIN,
     "ports": DOMAIN,
     "redaction": DOMAIN,
+    "redaction_rules": DOMAIN,
     "aws_secrets": ADAPTER,
     "kafka_ca": ADAPTER,
     "migrations": ADAPTER,

@@ -30,6 +30,12 @@ REQUIRED_KEYS = {
     "e2e_p50_ms",
     "e2e_p99_ms",
     "consumer_peak_rss_mb",
+    "init_ratio_vs_minimal_ingest",
+    "init_ratio_vs_minimal_consumer",
+    "redaction_recall",
+    "redaction_false_positive_rate",
+    "redaction_us_p50",
+    "redaction_worst_ms_256k",
 }
 
 
@@ -56,6 +62,7 @@ def test_given_quick_mode_when_the_suite_runs_then_every_figure_is_reported(
     assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in results.values())
     # AND the table is printed, the details kept, and the page updated around the notes
     assert "handler ÷ COPY rate" in run.stdout
+    assert "redaction recall per family: age_secret_key" in run.stdout
     assert json.loads((tmp_path / "details.json").read_text())["machine"]["cpus"] >= 1
     page = docs.read_text()
     assert page.startswith("# Benchmarks\n\nHand-written notes stay.\n")

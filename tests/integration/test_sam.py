@@ -107,6 +107,21 @@ def test_given_a_build_then_every_shared_library_is_compiled_for_the_architectur
             assert f".cpython-313-{WHEEL_ARCH[arch]}-linux-gnu.so" in library.name
 
 
+def test_given_a_build_then_the_layer_ships_the_redaction_matchers_for_the_architecture(
+    build: tuple,
+) -> None:
+    # Redaction's prefilter (Hyperscan) and rules (RE2) are native: a layer without them, or
+    # with the build machine's copies, fails at the first redaction in Lambda.
+    arch, build_dir = build
+    site = build_dir / "PunkRecordsLayer" / "python"
+    for package, extension in (("hyperscan", "_hs_ext"), ("re2", "_re2")):
+        (library,) = (site / package).glob(f"{extension}.cpython-313-*.so")
+        header = library.read_bytes()[:20]
+        assert header[:4] == b"\x7fELF", library
+        assert int.from_bytes(header[18:20], "little") == ELF_MACHINES[arch], library
+        assert library.name.endswith(f"-{WHEEL_ARCH[arch]}-linux-gnu.so"), library
+
+
 def test_given_a_build_then_the_layer_ships_bytecode_for_the_runtime(build: tuple) -> None:
     # /opt is read-only in Lambda: without shipped bytecode every cold start recompiles.
     _, build_dir = build

@@ -165,6 +165,21 @@ def test_given_mixed_batch_when_consumed_then_good_stored_and_poison_dead_letter
     assert outcome.poison_sample[0]["partition"] == "t-0"
 
 
+def test_given_a_token_as_satellite_id_when_consumed_then_dead_lettered_without_the_token():
+    # GIVEN a record produced straight to Kafka whose satellite_id is a credential
+    token = "xoxb-" + "2841-9917-" + "Kq8vLm3TnR7wXp2Kc9Hd"
+    record = KafkaRecord("t", 0, 3, token.encode(), value_of(satellite_id=token), (), 1)
+    store = FakeStore()
+    # WHEN consumed
+    outcome = consume([record], store)
+    # THEN it is a dead letter naming the field, and neither its value nor key keeps the token
+    assert (outcome.inserted, outcome.dead_lettered) == (0, 1)
+    (letter,) = store.letters.values()
+    assert letter.error.startswith("not a valid envelope: satellite_id: looks like a credential")
+    assert token.encode() not in letter.value + letter.key
+    assert b"[REDACTED:slack_token]" in letter.value
+
+
 def test_given_same_batch_twice_when_consumed_then_second_time_only_duplicates():
     batch = [kafka_record(value_of(), 0, i) for i in range(3)] + [kafka_record(b"x", 0, 3)]
     store = FakeStore()

@@ -156,6 +156,42 @@ def test_given_secret_in_invalid_field_when_rejected_then_error_does_not_echo_it
     assert secret not in json.dumps(caught.value.errors)
 
 
+# Credentials in identifiers: stored verbatim (Kafka key, indexed columns), so refused.
+CREDENTIAL_IDS = [
+    pytest.param("ghp_" + "R7vT2pX8wN5bY4cH6jD1" + "fG0sA2eU9k3Lm9Qz", "github_token", id="github"),
+    pytest.param("AKIA" + "Q4MZ7RT2XW5NB8KD", "aws_access_key_id", id="aws-key-id"),
+    pytest.param("xoxb-" + "2841-9917-" + "Kq8vLm3TnR7wXp2Kc9Hd", "slack_token", id="slack"),
+    pytest.param("sk-ant-api03-" + "Zq8vLm3TnR7wXp2Kc9Hd4Fg", "anthropic_api_key", id="anthropic"),
+]
+
+
+@pytest.mark.parametrize("field", ["workspace_id", "satellite_id"])
+@pytest.mark.parametrize(("value", "family"), CREDENTIAL_IDS)
+def test_given_credential_as_identifier_when_parsed_then_refused_without_echo(
+    field: str, value: str, family: str
+):
+    # GIVEN an envelope whose identifier is a credential
+    data = event_dict(**{field: value})
+    # WHEN it is validated, as ingest does with JSON and the consumer with Kafka bytes
+    for validate in (lambda: parse_event(data), lambda: decode(json.dumps(data).encode())):
+        with pytest.raises(InvalidEnvelope) as caught:
+            validate()
+        # THEN the field is named with the family, and the value is not echoed
+        (error,) = caught.value.errors
+        assert error["loc"] == [field]
+        assert error["type"] == "credential"
+        assert family in error["msg"]
+        assert value not in json.dumps(caught.value.errors)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["ws-42", "sat-scout-1", "acme/prod", "6f1c1c4e-8d3b-4f6e-9a39-0c5f2b7e8d11", "team.payments"],
+)
+def test_given_ordinary_identifier_when_parsed_then_accepted(value: str):
+    assert parse_event(event_dict(workspace_id=value, satellite_id=value)).workspace_id == value
+
+
 def test_given_payload_limit_when_configured_then_applied():
     data = event_dict(payload={"blob": "x" * 2000})
     parse_event(data, max_payload_bytes=4096)
@@ -231,7 +267,7 @@ def test_given_payload_at_depth_limit_when_parsed_or_decoded_then_accepted():
 
 
 def test_given_secret_in_payload_when_redacted_then_copy_is_clean_and_idempotent():
-    token = "ghp_" + "b" * 36
+    token = "ghp_" + "R7vT2pX8wN5bY4cH6jD1" + "fG0sA2eU9k3Lm9Qz"
     env = parse_event(event_dict(payload={"note": f"use {token}", "password": "hunter2"}))
     clean = env.redacted()
     assert token not in clean.kafka_value().decode()

@@ -364,6 +364,21 @@ def test_given_one_invalid_event_when_posted_then_400_locates_the_field_without_
     assert {tuple(e["loc"]) for e in body["errors"]} == {("confidence",), ("extra",)}
 
 
+def test_given_a_token_as_workspace_id_when_posted_then_400_naming_the_field_not_the_value(
+    ingest_app, producer, raw_logs
+):
+    # GIVEN a GitHub token sent as workspace_id (it would become the Kafka key, stored verbatim)
+    token = "ghp_" + "R7vT2pX8wN5bY4cH6jD1" + "fG0sA2eU9k3Lm9Qz"
+    # WHEN posted
+    status, _, body = invoke(ingest_app, post(event_dict(workspace_id=token)))
+    # THEN 400 names the field and the credential family, never the value, and nothing is sent
+    assert status == 400
+    assert [(e["loc"], e["type"]) for e in body["errors"]] == [(["workspace_id"], "credential")]
+    assert "github_token" in body["errors"][0]["msg"]
+    assert token not in json.dumps(body) + raw_logs.getvalue()
+    assert producer.calls == 0
+
+
 def test_given_a_lone_surrogate_in_payload_when_posted_then_400_naming_the_field(
     ingest_app, producer
 ):

@@ -14,10 +14,10 @@ import pytest
 from punk_records.redaction import REDACTED_PREFIX, redact, redact_if_needed, redact_payload
 
 # Fake credentials, assembled so that the repository holds nothing a secret scanner would flag.
-AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"  # AWS documentation example
+AWS_KEY_ID = "AKIA" + "Q4MZ7RT2XW5NB8KD"
 AWS_TEMP_KEY_ID = "ASIA" + "Q3EGT5KNLWHXRZ2P"
-AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"  # AWS documentation example
-GITHUB_BODY = "Xy9" * 12
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCY4q8Lm2Wz7T"
+GITHUB_BODY = "k3Lm9QzR7vT2pX8wN5bY" + "4cH6jD1fG0sA2eU9"
 JWT = (
     ".".join(
         base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
@@ -27,7 +27,8 @@ JWT = (
 )
 PEM_BODY = "MIIEowIBAAKCAQEA" + "7bq98Jr2uvZtNZ3T\nq4VtFq1XNSX1c4P0"
 BASIC = base64.b64encode(b"deploy:hunter2-long").decode()
-SLACK_HOOK_PATH = "T00000000/B00000000/" + "XXXXXXXXXXXXXXXXXXXXXXXX"
+FINE_GRAINED_TAIL = "pX8wN5bY4cH6jD1fG0sA2eU9" + "Lq7Rz3Vt8Kw2Mn5Bx4Jc9Gh1Fd6Sa0Pe3Uy7Io2Tk"
+SLACK_HOOK_PATH = "T04QZ8M1K/B05RJ7N2P/" + "aK9mZ3xQ7vL2pR8tW4nY6cHd"
 
 
 def pem(label: str, *, truncated: bool = False) -> str:
@@ -90,7 +91,10 @@ SECRETS = [
         id="bearer-opaque",
     ),
     pytest.param(
-        "authorization: bearer " + "A" * 24, "A" * 24, "bearer_token", id="bearer-lowercase"
+        "authorization: bearer " + "Ab9xKq2Lm7Zt4Wn8Rv3Yp6Hs",
+        "Ab9xKq2Lm7Zt4Wn8Rv3Yp6Hs",
+        "bearer_token",
+        id="bearer-lowercase",
     ),
     pytest.param(
         f'curl -H "Authorization: Basic {BASIC}" https://api.example.com',
@@ -103,12 +107,14 @@ SECRETS = [
         for prefix in ("ghp", "gho", "ghu", "ghs", "ghr")
     ],
     pytest.param(
-        "github_pat_" + "11ABCDEFG0" + "x" * 12 + "_" + "y" * 59,
-        "y" * 59,
+        "github_pat_" + "11ABCDEFG0" + "k3Lm9QzR7vT2" + "_" + FINE_GRAINED_TAIL,
+        FINE_GRAINED_TAIL,
         "github_token",
         id="github-fine-grained",
     ),
-    pytest.param("glpat-" + "Zx8" * 7, "Zx8" * 7, "gitlab_token", id="gitlab"),
+    pytest.param(
+        "glpat-" + "Zq8vLm3TnR7wXp2Kc9Hd", "Zq8vLm3TnR7wXp2Kc9Hd", "gitlab_token", id="gitlab"
+    ),
     *[
         pytest.param(
             f"xox{kind}-" + "1234567890-" + "AbCdEfGhIjKlMnOp",
@@ -412,26 +418,48 @@ def test_given_secret_in_context_when_redacted_then_context_is_kept(text: str, e
     [
         pytest.param({"password": "hunter2"}, {"password": "[REDACTED:password]"}, id="password"),
         pytest.param({"DB_PASSWORD": 1234}, {"DB_PASSWORD": "[REDACTED:password]"}, id="number"),
-        pytest.param({"passwd": "x"}, {"passwd": "[REDACTED:password]"}, id="passwd"),
-        pytest.param({"pwd": "x"}, {"pwd": "[REDACTED:password]"}, id="pwd"),
-        pytest.param({"passphrase": "x"}, {"passphrase": "[REDACTED:password]"}, id="passphrase"),
-        pytest.param({"clientSecret": "x"}, {"clientSecret": "[REDACTED:secret]"}, id="camel"),
-        pytest.param({"X-Api-Key": "x"}, {"X-Api-Key": "[REDACTED:secret]"}, id="header-name"),
-        pytest.param({"api keys": ["a", "b"]}, {"api keys": "[REDACTED:secret]"}, id="plural"),
-        pytest.param({"access_token": "x"}, {"access_token": "[REDACTED:secret]"}, id="token"),
-        pytest.param({"refreshToken": "x"}, {"refreshToken": "[REDACTED:secret]"}, id="refresh"),
-        pytest.param({"id_token": "x"}, {"id_token": "[REDACTED:secret]"}, id="id-token"),
+        pytest.param({"passwd": "v4Lu3-s3cr3t"}, {"passwd": "[REDACTED:password]"}, id="passwd"),
+        pytest.param({"pwd": "v4Lu3-s3cr3t"}, {"pwd": "[REDACTED:password]"}, id="pwd"),
         pytest.param(
-            {"aws_session_token": "x"}, {"aws_session_token": "[REDACTED:secret]"}, id="session"
+            {"passphrase": "v4Lu3-s3cr3t"}, {"passphrase": "[REDACTED:password]"}, id="passphrase"
         ),
-        pytest.param({"auth": {"user": "a"}}, {"auth": "[REDACTED:secret]"}, id="auth-object"),
-        pytest.param({"Authorization": "x"}, {"Authorization": "[REDACTED:secret]"}, id="authz"),
-        pytest.param({"private_key": "x"}, {"private_key": "[REDACTED:secret]"}, id="private"),
-        pytest.param({"signing_key": "x"}, {"signing_key": "[REDACTED:secret]"}, id="signing"),
-        pytest.param({"Set-Cookie": "x"}, {"Set-Cookie": "[REDACTED:secret]"}, id="cookie"),
+        pytest.param(
+            {"clientSecret": "v4Lu3-s3cr3t"}, {"clientSecret": "[REDACTED:secret]"}, id="camel"
+        ),
+        pytest.param(
+            {"X-Api-Key": "v4Lu3-s3cr3t"}, {"X-Api-Key": "[REDACTED:secret]"}, id="header-name"
+        ),
+        pytest.param({"api keys": ["a", "b"]}, {"api keys": "[REDACTED:secret]"}, id="plural"),
+        pytest.param(
+            {"access_token": "v4Lu3-s3cr3t"}, {"access_token": "[REDACTED:secret]"}, id="token"
+        ),
+        pytest.param(
+            {"refreshToken": "v4Lu3-s3cr3t"}, {"refreshToken": "[REDACTED:secret]"}, id="refresh"
+        ),
+        pytest.param(
+            {"id_token": "v4Lu3-s3cr3t"}, {"id_token": "[REDACTED:secret]"}, id="id-token"
+        ),
+        pytest.param(
+            {"aws_session_token": "v4Lu3-s3cr3t"},
+            {"aws_session_token": "[REDACTED:secret]"},
+            id="session",
+        ),
+        pytest.param({"auth": ["u", "p"]}, {"auth": "[REDACTED:secret]"}, id="auth-list"),
+        pytest.param(
+            {"Authorization": "v4Lu3-s3cr3t"}, {"Authorization": "[REDACTED:secret]"}, id="authz"
+        ),
+        pytest.param(
+            {"private_key": "v4Lu3-s3cr3t"}, {"private_key": "[REDACTED:private_key]"}, id="private"
+        ),
+        pytest.param(
+            {"signing_key": "v4Lu3-s3cr3t"}, {"signing_key": "[REDACTED:secret]"}, id="signing"
+        ),
+        pytest.param(
+            {"Set-Cookie": "v4Lu3-s3cr3t"}, {"Set-Cookie": "[REDACTED:secret]"}, id="cookie"
+        ),
         pytest.param({"credentials": [1]}, {"credentials": "[REDACTED:secret]"}, id="credentials"),
         pytest.param(
-            {"aws_secret_access_key": "x"},
+            {"aws_secret_access_key": "v4Lu3-s3cr3t"},
             {"aws_secret_access_key": "[REDACTED:aws_secret_access_key]"},
             id="aws-secret-name",
         ),
@@ -451,7 +479,7 @@ def test_given_secret_named_key_when_redacted_then_whole_value_is_marked(
 
 def test_given_tokens_as_keys_when_redacted_then_keys_are_marked_and_kept_apart():
     # GIVEN two different tokens used as keys, next to a key that already looks redacted
-    first, second = "ghp_" + "a1" * 18, "ghp_" + "b2" * 18
+    first, second = "ghp_" + GITHUB_BODY, "ghp_" + GITHUB_BODY[::-1]
     payload = {first: 1, "[REDACTED:github_token]#2": "x", second: 2}
     # WHEN redacted
     result = redact_payload(payload)
@@ -466,7 +494,7 @@ def test_given_tokens_as_keys_when_redacted_then_keys_are_marked_and_kept_apart(
 
 def test_given_marker_in_key_when_redacted_then_key_name_rule_ignores_the_marker():
     # "[REDACTED:github_token]" spells "...token"; the value under it is not a secret by name
-    assert redact({"ghp_" + "c3" * 18: "visible"}) == {"[REDACTED:github_token]": "visible"}
+    assert redact({"ghp_" + GITHUB_BODY: "visible"}) == {"[REDACTED:github_token]": "visible"}
 
 
 def test_given_truncated_private_key_before_other_fields_when_redacted_then_all_are_scanned():

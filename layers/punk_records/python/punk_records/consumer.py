@@ -14,6 +14,7 @@ from pydantic_core import to_json
 from punk_records.envelope import DEFAULT_MAX_PAYLOAD_BYTES, decode
 from punk_records.errors import InvalidEnvelope
 from punk_records.ports import DeadLetter, Store, StoredEvent, WriteResult
+from punk_records.redaction import redact_bytes
 
 # Enough validation errors to act on; a dead letter is for people, not for a full report.
 _MAX_REASON_ERRORS = 3
@@ -90,7 +91,7 @@ def classify(
         raise InvalidEnvelope([{"loc": [], "msg": "record has no value", "type": "missing"}])
     # decode() also refuses what PostgreSQL cannot store (NUL, NaN): one such value would
     # otherwise fail every retry of its batch and block the partition.
-    envelope = decode(value, max_payload_bytes).redacted()
+    envelope = decode(value, max_payload_bytes).redacted(value)
     return StoredEvent(
         envelope, record.topic, record.partition, record.offset, to_json(envelope.payload)
     )
@@ -204,7 +205,9 @@ def _dead_letter(
     why = reason(record, exc)
     if len(sample) < _MAX_POISON_LISTED:
         sample.append({"partition": _partition_key(record), "offset": record.offset, "reason": why})
-    return DeadLetter(record.value, record.key, record.topic, record.partition, record.offset, why)
+    # A poison record is kept for people to read, but the secrets in it are not.
+    value, key = redact_bytes(record.value), redact_bytes(record.key)
+    return DeadLetter(value, key, record.topic, record.partition, record.offset, why)
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from punk_records.errors import InvalidEnvelope
-from punk_records.redaction import redact_if_needed
+from punk_records.redaction import credential_family, payload_json_clean, redact_if_needed
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
@@ -134,6 +134,21 @@ class Envelope(BaseModel):
             raise ValueError(f"schema_version {value} is not supported; supported: {supported}")
         return value
 
+    @field_validator("workspace_id", "satellite_id")
+    @classmethod
+    def _not_a_credential(cls, value: str) -> str:
+        # Identifiers travel verbatim (Kafka key, indexed columns): they cannot be redacted
+        # without breaking ordering and lookups, so one that is a credential is refused.
+        family = credential_family(value)
+        if family is not None:
+            raise PydanticCustomError(
+                "credential",
+                "looks like a credential ({family}); identifiers are stored verbatim, "
+                "so send an id that is not a secret",
+                {"family": family},
+            )
+        return value
+
     @field_validator("ts", mode="before")
     @classmethod
     def _iso_string(cls, value: Any) -> Any:
@@ -166,8 +181,14 @@ class Envelope(BaseModel):
             raise ValueError(f"payload is {size} bytes serialised; the limit is {limit}")
         return value
 
-    def redacted(self) -> Envelope:
-        """This envelope with secrets removed from ``payload`` (idempotent)."""
+    def redacted(self, raw: bytes | None = None) -> Envelope:
+        """This envelope with secrets removed from ``payload`` (idempotent).
+
+        ``raw`` is the JSON this envelope was decoded from, if at hand: when one scan of it
+        finds nothing to look at, the payload is not walked.
+        """
+        if raw is not None and payload_json_clean(raw):
+            return self
         clean = redact_if_needed(self.payload)
         if clean is None or clean == self.payload:
             return self
