@@ -74,6 +74,11 @@ class Settings(BaseModel):
                 found.add(name.upper())
         return found
 
+    # Query API: the key that signs page cursors, the same in every container. A secret
+    # {"key": "..."} in AWS, a string locally (the secret wins when set).
+    cursor_key: str = ""
+    cursor_key_secret_arn: str = ""
+
     def require(self, field: str) -> str:
         """Return a string setting, or raise ConfigurationError naming its variable if unset."""
         value = str(getattr(self, field))
