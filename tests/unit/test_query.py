@@ -290,7 +290,7 @@ def test_given_a_secret_across_the_preview_cut_when_previewed_then_no_part_survi
     text, cut = preview(value)
     assert cut
     assert "hunt" not in text
-    assert text.endswith("password=[REDAC")
+    assert text.endswith("password=[REDACTE")
     assert len(text) <= 2048
 
 
