@@ -23,6 +23,7 @@ from punk_records.cursor import CursorCodec, InvalidCursor
 from punk_records.query import (
     DeadLetterQuery,
     EventQuery,
+    EventView,
     get_event,
     list_dead_letters,
     list_events,
@@ -399,6 +400,7 @@ def test_given_an_event_with_a_secret_when_consumed_and_read_then_it_comes_back_
 
     # THEN the payload is the redacted one, with its Kafka coordinates and received_at
     assert json.loads(page.items[0]) == document
+    EventView.model_validate(document)  # the documented shape, no field more or less
     assert "hunter2" not in json.dumps(document)
     assert "AKIAABCDEFGHIJKLMNOP" not in json.dumps(document)
     assert document["payload"]["db_password"].startswith("[REDACTED:")

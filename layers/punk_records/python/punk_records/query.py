@@ -306,6 +306,42 @@ def get_event(token: Token, event_id: str, reader: Reader) -> str:
         return document
 
 
+class KafkaCoordinates(BaseModel):
+    """Where the consumer read the event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class EventView(BaseModel):
+    """One event as stored: the envelope's fields (payload already redacted), where it was read
+    from in Kafka, and when PostgreSQL received it. The reader renders exactly this shape."""
+
+    event_id: UUID
+    ts: datetime = Field(description="UTC, microseconds, e.g. 2026-11-26T04:00:00.000000Z.")
+    workspace_id: str
+    satellite_id: str
+    trace_id: UUID
+    type: EventType
+    severity: Severity
+    confidence: float
+    payload: dict[str, Any] = Field(description="The payload as stored: secrets redacted.")
+    kafka: KafkaCoordinates | None = Field(description="None for rows not read from Kafka.")
+    received_at: datetime = Field(description="When the row was committed (UTC).")
+
+
+class EventPage(BaseModel):
+    """One page of ``GET /events``."""
+
+    events: list[EventView]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` (same filters) for the next page; null on the last page."
+    )
+
+
 class DeadLetterView(BaseModel):
     """A record that could never become an event, as ``GET /dead-letters`` shows it."""
 
@@ -324,6 +360,13 @@ class DeadLetterView(BaseModel):
         description=f"The value as UTF-8 with secrets redacted, at most {PREVIEW_CHARS} characters."
     )
     preview_truncated: bool = Field(description="Whether the preview was cut.")
+
+
+class DeadLetterPage(BaseModel):
+    """One page of ``GET /dead-letters``."""
+
+    dead_letters: list[DeadLetterView]
+    next_cursor: str | None = Field(description="As for events; null on the last page.")
 
 
 def preview(value: bytes | None) -> tuple[str | None, bool]:
