@@ -32,6 +32,10 @@ KEY = "k" * 40
 T0 = datetime(2026, 11, 26, 6, tzinfo=UTC)
 
 
+def no_secret(arn: str, max_age: int) -> dict:
+    raise AssertionError(f"no secret should be read here ({arn})")
+
+
 def token(workspaces=("ws-a",), scopes=("events:read", "dead_letters:read")):
     document = {
         "tokens": [
@@ -308,11 +312,11 @@ def test_given_dead_letter_query_when_parsed_then_topic_and_since_are_kept():
 
 
 def test_given_cursor_settings_when_the_codec_is_built_then_the_key_is_checked():
-    assert isinstance(cursor_codec(Settings(cursor_key=KEY)), CursorCodec)
+    assert isinstance(cursor_codec(Settings(cursor_key=KEY), no_secret), CursorCodec)
     with pytest.raises(ConfigurationError, match="CURSOR_KEY"):
-        cursor_codec(Settings())
+        cursor_codec(Settings(), no_secret)
     with pytest.raises(ConfigurationError, match="at least 32"):
-        cursor_codec(Settings(cursor_key="short"))
+        cursor_codec(Settings(cursor_key="short"), no_secret)
     codec = cursor_codec(
         Settings(cursor_key_secret_arn="arn:x"), lambda arn, age: {"key": "s" * 64}
     )

@@ -22,6 +22,10 @@ from punk_records.tokens import (
 )
 
 
+def no_secret(arn: str, max_age: int) -> dict:
+    raise AssertionError(f"no secret should be read here ({arn})")
+
+
 def entry(
     token: str,
     token_id: str = "ci",  # noqa: S107 (an id)
@@ -175,7 +179,7 @@ def test_given_plain_tokens_when_parsed_by_the_source_then_a_deprecation_warning
     caplog,
 ):
     caplog.set_level(logging.WARNING)
-    source = TokenSource(Settings(api_tokens="plain-one"))
+    source = TokenSource(Settings(api_tokens="plain-one"), no_secret)
     source.current()
     source.current()
     warnings = [r for r in caplog.records if r.getMessage() == "deprecated plain API tokens"]

@@ -74,7 +74,7 @@ class CursorCodec:
 
 
 def cursor_codec(
-    settings: Settings, read_secret: Callable[[str, int], dict[str, Any]] | None = None
+    settings: Settings, read_secret: Callable[[str, int], dict[str, Any]]
 ) -> CursorCodec:
     """The codec keyed from ``CURSOR_KEY_SECRET_ARN`` (``{"key": "..."}``) or ``CURSOR_KEY``.
 
@@ -82,8 +82,6 @@ def cursor_codec(
     SecretUnavailable when the secret cannot be read.
     """
     if settings.cursor_key_secret_arn:
-        if read_secret is None:
-            from punk_records.aws_secrets import read_json_secret as read_secret
         key = read_secret(settings.cursor_key_secret_arn, KEY_CACHE_S).get("key")
         source = 'the cursor key secret\'s "key" field'
     else:

@@ -288,7 +288,7 @@ class TokenSource:
     only hashes its candidate. Rotation: the secret is re-read at most every
     ``api_tokens_cache_s`` seconds (through the reader's cache)."""
 
-    def __init__(self, settings: Settings, read_secret: SecretReader | None = None) -> None:
+    def __init__(self, settings: Settings, read_secret: SecretReader) -> None:
         self._settings = settings
         self._read_secret = read_secret
         self._raw: object = None
@@ -302,8 +302,9 @@ class TokenSource:
         """
         settings = self._settings
         if settings.api_tokens_secret_arn:
-            read = self._read_secret or _read_json_secret
-            raw: object = read(settings.api_tokens_secret_arn, settings.api_tokens_cache_s)
+            raw: object = self._read_secret(
+                settings.api_tokens_secret_arn, settings.api_tokens_cache_s
+            )
             source = "the API tokens secret"
         else:
             raw, source = settings.api_tokens, "API_TOKENS"
@@ -323,12 +324,6 @@ class TokenSource:
             )
         self._raw, self._set = raw, parsed
         return parsed
-
-
-def _read_json_secret(arn: str, max_age: int) -> dict[str, Any]:
-    from punk_records.aws_secrets import read_json_secret
-
-    return read_json_secret(arn, max_age)
 
 
 def new_token(token_id: str, workspaces: Sequence[str], scopes: Sequence[str]) -> tuple[str, Token]:
