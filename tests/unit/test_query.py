@@ -11,22 +11,27 @@ from uuid import UUID, uuid4
 import pytest
 
 from punk_records.config import Settings
-from punk_records.cursor import CursorCodec, InvalidCursor, cursor_codec
-from punk_records.errors import ConfigurationError
+from punk_records.cursor import CursorCodec, cursor_codec
+from punk_records.errors import (
+    ConfigurationError,
+    InvalidCursor,
+    InvalidQuery,
+    MissingScope,
+    NotFound,
+    WorkspaceForbidden,
+)
 from punk_records.query import (
     DeadLetterQuery,
     DeadLetterRow,
-    EventNotFound,
     EventQuery,
     EventRow,
-    InvalidQuery,
     get_event,
     list_dead_letters,
     list_events,
     parse_query,
     preview,
 )
-from punk_records.tokens import MissingScope, WorkspaceForbidden, parse_token_set
+from punk_records.tokens import parse_token_set
 
 KEY = "k" * 40
 T0 = datetime(2026, 11, 26, 6, tzinfo=UTC)
@@ -247,7 +252,7 @@ def test_given_an_event_id_when_fetched_then_its_document_or_404_or_403():
     assert json.loads(get_event(token(), str(data[0]["event_id"]), reader))["id"]
     with pytest.raises(WorkspaceForbidden):
         get_event(token(), str(data[1]["event_id"]), reader)
-    with pytest.raises(EventNotFound) as info:
+    with pytest.raises(NotFound) as info:
         get_event(token(), str(uuid4()), reader)
     assert info.value.status == 404
     with pytest.raises(InvalidQuery):

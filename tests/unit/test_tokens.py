@@ -10,12 +10,10 @@ import pytest
 
 import punk_records.tokens
 from punk_records.config import Settings
-from punk_records.errors import ConfigurationError
+from punk_records.errors import ConfigurationError, MissingScope, WorkspaceForbidden
 from punk_records.tokens import (
-    MissingScope,
     Scope,
     TokenSource,
-    WorkspaceForbidden,
     new_token,
     parse_api_tokens,
     parse_token_set,

@@ -15,10 +15,10 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from punk_records.config import Settings
-from punk_records.errors import ConfigurationError, PunkRecordsError
+from punk_records.errors import ConfigurationError, InvalidCursor
 
 _VERSION = 1
 _MAC_BYTES = 16
@@ -26,14 +26,6 @@ _MAC_BYTES = 16
 MIN_KEY_CHARS = 32
 # The key changes only when someone rotates it (which ends every open cursor): read it rarely.
 KEY_CACHE_S = 300
-
-
-class InvalidCursor(PunkRecordsError):
-    """The cursor was altered, or belongs to another query or workspace (400)."""
-
-    status: ClassVar[int] = 400
-    code: ClassVar[str] = "invalid_cursor"
-    public_message: ClassVar[str | None] = None
 
 
 class CursorCodec:

@@ -51,6 +51,12 @@ def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     for name, field in schema["properties"].items():
         description = field.pop("description", "")
         field.pop("title", None)
+        # A query string has no null: an optional parameter is simply left out.
+        options = [o for o in field.pop("anyOf", []) if o != {"type": "null"}]
+        if len(options) == 1:
+            field.update(options[0])
+        elif options:
+            field["anyOf"] = options
         parameter = {
             "name": name,
             "in": "query",
@@ -61,7 +67,7 @@ def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
         if field.get("type") == "array":
             parameter.update(style="form", explode=True)
         parameters.append(parameter)
-    return parameters
+    return sorted(parameters, key=lambda p: not p["required"])
 
 
 _ERRORS = {

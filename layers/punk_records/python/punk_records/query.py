@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -33,7 +33,7 @@ from pydantic import (
 
 from punk_records.cursor import CursorCodec
 from punk_records.envelope import EventType, Identifier, Severity, error_list
-from punk_records.errors import PunkRecordsError
+from punk_records.errors import InvalidQuery, NotFound, PunkRecordsError
 from punk_records.observability import logger
 from punk_records.redaction import redact
 from punk_records.tokens import Scope, Token
@@ -45,26 +45,6 @@ PREVIEW_CHARS = 2_048
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EVENT_POSITION = struct.Struct(">q16s")  # ts in microseconds since the epoch, event_id
 _LETTER_POSITION = struct.Struct(">qq")  # received_at in microseconds, id
-
-
-class InvalidQuery(PunkRecordsError):
-    """A query parameter is missing, unknown or invalid (400); ``errors`` lists each."""
-
-    status: ClassVar[int] = 400
-    code: ClassVar[str] = "invalid_query"
-    public_message: ClassVar[str | None] = None
-
-    def __init__(self, errors: Sequence[dict[str, Any]]) -> None:
-        self.errors = list(errors)
-        super().__init__(f"{len(self.errors)} invalid query parameter(s)")
-
-
-class EventNotFound(PunkRecordsError):
-    """No event has this id (404)."""
-
-    status: ClassVar[int] = 404
-    code: ClassVar[str] = "not_found"
-    public_message: ClassVar[str | None] = None
 
 
 def _iso_only(value: Any) -> Any:
@@ -242,8 +222,8 @@ def _request(route: str, token: Token, **fields: Any) -> Iterator[dict[str, Any]
     try:
         yield record
     except PunkRecordsError as exc:
-        record["outcome"] = "rejected" if getattr(exc, "status", 500) < 500 else "error"
-        record["reason"] = getattr(exc, "code", type(exc).__name__)
+        record["outcome"] = "rejected" if exc.status < 500 else "error"
+        record["reason"] = exc.code
         raise
     except Exception as exc:
         record["outcome"], record["reason"] = "error", type(exc).__name__
@@ -287,7 +267,7 @@ def list_events(token: Token, params: Params, reader: Reader, cursors: CursorCod
 def get_event(token: Token, event_id: str, reader: Reader) -> str:
     """``GET /events/{event_id}``: the event as stored, as JSON text.
 
-    Raise MissingScope, InvalidQuery (not a UUID), EventNotFound, WorkspaceForbidden.
+    Raise MissingScope, InvalidQuery (not a UUID), NotFound, WorkspaceForbidden.
     """
     with _request("GET /events/{event_id}", token) as log:
         token.require_scope(Scope.EVENTS_READ)
@@ -299,7 +279,7 @@ def get_event(token: Token, event_id: str, reader: Reader) -> str:
             ) from None
         found = reader.event(key)
         if found is None:
-            raise EventNotFound(f"no event has the id {key}")
+            raise NotFound(f"no event has the id {key}")
         workspace, document = found
         log["workspace_id"] = workspace
         token.require_workspace(workspace)

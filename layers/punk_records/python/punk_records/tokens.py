@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from punk_records.config import Settings
-from punk_records.errors import ConfigurationError, PunkRecordsError
+from punk_records.errors import ConfigurationError, MissingScope, WorkspaceForbidden
 from punk_records.observability import logger
 
 ALL_WORKSPACES = "*"
@@ -52,34 +52,6 @@ class Scope(StrEnum):
     ADMIN = "admin"
 
 
-class Forbidden(PunkRecordsError):
-    """The token is valid but may not do this (403). ``errors`` lists offending batch items."""
-
-    status: ClassVar[int] = 403
-    code: ClassVar[str] = "forbidden"
-    public_message: ClassVar[str | None] = None
-
-    def __init__(self, message: str, errors: Sequence[dict[str, Any]] = ()) -> None:
-        self.errors = list(errors)
-        super().__init__(message)
-
-
-class MissingScope(Forbidden):
-    """The token lacks the scope the route needs; ``scope`` names it."""
-
-    code = "missing_scope"
-
-    def __init__(self, token_id: str, scope: Scope) -> None:
-        self.scope = scope
-        super().__init__(f"the token {token_id!r} lacks the scope {scope.value!r}")
-
-
-class WorkspaceForbidden(Forbidden):
-    """The token may not use a workspace; for a batch, ``errors`` names every offending index."""
-
-    code = "workspace_forbidden"
-
-
 @dataclass(frozen=True, slots=True)
 class Token:
     """One entry of the token set. ``digest`` is the SHA-256 of the token's UTF-8 bytes."""
@@ -101,7 +73,7 @@ class Token:
     def require_scope(self, scope: Scope) -> None:
         """Raise MissingScope unless the token has ``scope``."""
         if scope not in self.scopes:
-            raise MissingScope(self.id, scope)
+            raise MissingScope(f"the token {self.id!r} lacks the scope {scope.value!r}")
 
     def require_workspace(self, workspace: str) -> None:
         """Raise WorkspaceForbidden unless the token may use ``workspace``."""
