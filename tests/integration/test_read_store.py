@@ -19,7 +19,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from bench.query import seed
 from local.services import Postgres
 from punk_records.consumer import KafkaRecord, consume
-from punk_records.cursor import CursorCodec, InvalidCursor
+from punk_records.cursor import CursorCodec
+from punk_records.errors import InvalidCursor
 from punk_records.query import (
     DeadLetterQuery,
     EventQuery,
