@@ -12,12 +12,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.query import seed
 from local.services import Postgres
+from punk_records.bootstrap import Container
 from punk_records.consumer import KafkaRecord, consume
 from punk_records.cursor import CursorCodec
 from punk_records.errors import InvalidCursor
@@ -465,3 +469,41 @@ def test_given_a_topic_filter_when_listing_dead_letters_then_only_that_topic_com
     since = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     later = list_dead_letters(token(), {"since": [since]}, reader, CursorCodec(KEY))
     assert later.items == []
+
+
+def test_given_the_query_login_secret_when_the_migrate_step_runs_then_that_login_can_select(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the query function's RDS-style secret in Secrets Manager (moto)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    parameters.clear_caches()
+    params = conninfo_to_dict(postgres.dsn)
+    secret = {
+        "host": params["host"],
+        "port": params["port"],
+        "username": "punk_query_from_secret",
+        "password": "from-secret-pw",
+        "dbname": params["dbname"],
+        "sslmode": "disable",
+    }
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = client.create_secret(Name="punk/query-db", SecretString=json.dumps(secret))["ARN"]
+        container = Container({"DATABASE_URL": postgres.dsn, "QUERY_DATABASE_SECRET_ARN": arn})
+        # WHEN the migrate step provisions it (twice: deploys repeat it)
+        assert container.provision_query_login() == "punk_query_from_secret"
+        assert container.provision_query_login() == "punk_query_from_secret"
+        container.reset()
+        # THEN a query container configured with that same secret reads, and cannot write
+        reader_container = Container({"DATABASE_SECRET_ARN": arn})
+        rows = reader_container.reader().events(EventQuery(workspace_id="ws-x"), None, 10)
+        assert rows == []
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            reader_container.store().connection().execute("CREATE TEMP TABLE t (i int)")
+        reader_container.reset()
+    parameters.clear_caches()

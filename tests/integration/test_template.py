@@ -10,10 +10,10 @@ from typing import Any, get_args
 import pytest
 
 from local.template import load_template
-from punk_records.config import CONSUMER, INGEST, MIGRATE, Settings
+from punk_records.config import CONSUMER, INGEST, MIGRATE, QUERY, Settings
 from punk_records.observability import NAMESPACE, SERVICE
 
-FUNCTIONS_READING = (INGEST, CONSUMER, MIGRATE)
+FUNCTIONS_READING = (INGEST, CONSUMER, MIGRATE, QUERY)
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
@@ -43,7 +43,7 @@ def prop(function: str, name: str) -> Any:
     return FUNCTIONS[function].get(name, GLOBALS.get(name))
 
 
-def test_given_the_template_then_it_defines_exactly_the_three_functions() -> None:
+def test_given_the_template_then_it_defines_exactly_the_four_functions() -> None:
     assert set(FUNCTIONS) == set(NEEDED)
 
 
@@ -90,7 +90,10 @@ def test_given_an_environment_value_then_it_is_a_literal_or_a_parameter_the_emul
     for name, value in environment(function).items():
         if isinstance(value, dict):
             assert set(value) == {"Ref"}, name
-            assert value["Ref"] in PARAMETERS, name
+            # Or a secret the stack creates: locally it is empty and the plain variable next to
+            # it (CURSOR_KEY for CURSOR_KEY_SECRET_ARN) is used, as with sam local invoke.
+            ref = value["Ref"]
+            assert ref in PARAMETERS or RESOURCES[ref]["Type"] == "AWS::SecretsManager::Secret"
         else:
             assert isinstance(value, str), f"{name}: quote literals, Lambda wants strings"
 
@@ -131,13 +134,23 @@ def test_given_the_functions_then_each_uses_the_layer_and_a_runtime_supported_pa
         assert "Layers" not in FUNCTIONS[function]
 
 
-def test_given_the_http_api_then_both_routes_go_to_ingest_with_logs_and_throttling() -> None:
-    routes = {
+def _routes(function: str) -> set[tuple[str, str]]:
+    return {
         (event["Properties"]["Method"], event["Properties"]["Path"])
-        for event in FUNCTIONS["IngestFunction"]["Events"].values()
-        if event["Type"] == "HttpApi"
+        for event in FUNCTIONS[function].get("Events", {}).values()
+        if event["Type"] == "HttpApi" and event["Properties"]["ApiId"] == {"Ref": "HttpApi"}
     }
-    assert routes == {("POST", "/events"), ("GET", "/health")}
+
+
+def test_given_the_http_api_then_writes_go_to_ingest_reads_to_query_with_logs_and_throttling() -> (
+    None
+):
+    assert _routes("IngestFunction") == {("POST", "/events"), ("GET", "/health")}
+    assert _routes("QueryFunction") == {
+        ("GET", "/events"),
+        ("GET", "/events/{event_id}"),
+        ("GET", "/dead-letters"),
+    }
     api = RESOURCES["HttpApi"]["Properties"]
     assert "DestinationArn" in api["AccessLogSettings"]
     assert "$context.requestId" in api["AccessLogSettings"]["Format"]
@@ -241,7 +254,9 @@ def _secret_policies(function: str) -> list[Any]:
     [
         ("IngestFunction", ["DatabaseSecretArn", "ApiTokensSecretArn", "KafkaScramSecretArn"]),
         ("ConsumerFunction", ["DatabaseSecretArn", "KafkaScramSecretArn"]),
-        ("MigrateFunction", ["DatabaseSecretArn"]),
+        ("MigrateFunction", ["DatabaseSecretArn", "QueryDatabaseSecretArn"]),
+        # Its own read-only login; never the consumer's credentials.
+        ("QueryFunction", ["QueryDatabaseSecretArn", "ApiTokensSecretArn", "CursorKeySecret"]),
     ],
 )
 def test_given_a_function_then_it_reads_exactly_its_secrets_and_nothing_is_granted_on_star(
@@ -281,11 +296,23 @@ def test_given_msk_iam_auth_then_producer_and_consumer_get_only_their_kafka_clus
     }
 
 
-def test_given_the_alarms_then_errors_dead_letters_5xx_and_lag_are_watched() -> None:
-    alarms = {
-        res["Properties"]["MetricName"]: res["Properties"]
-        for res in RESOURCES.values()
+def test_given_the_alarms_then_errors_dead_letters_5xx_lag_and_reads_are_watched() -> None:
+    by_name = {
+        name: res["Properties"]
+        for name, res in RESOURCES.items()
         if res["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    watched = {
+        (props["MetricName"], props["Dimensions"][0]["Value"].get("Ref", ""))
+        for props in by_name.values()
+        if isinstance(props["Dimensions"][0]["Value"], dict)
+    }
+    assert {("Errors", "QueryFunction"), ("Duration", "QueryFunction")} <= watched
+    assert by_name["QueryLatencyAlarm"]["ExtendedStatistic"] == "p99"
+    alarms = {
+        props["MetricName"]: props
+        for name, props in by_name.items()
+        if not name.startswith("Query")
     }
     assert set(alarms) == {"Errors", "RecordsDeadLettered", "5xx", "OffsetLag"}
     assert alarms["Errors"]["Dimensions"][0]["Value"] == {"Ref": "ConsumerFunction"}
@@ -306,5 +333,19 @@ def test_given_a_deploy_then_the_migrations_custom_resource_runs_on_every_new_la
 
 def test_given_the_outputs_then_api_url_function_names_and_layer_arn_are_there() -> None:
     outputs = TEMPLATE["Outputs"]
-    assert {"ApiUrl", "IngestFunctionName", "ConsumerFunctionName", "LayerArn"} <= set(outputs)
+    assert {
+        "ApiUrl", "IngestFunctionName", "ConsumerFunctionName", "QueryFunctionName", "LayerArn"
+    } <= set(outputs)  # fmt: skip
     assert outputs["LayerArn"]["Value"] == {"Ref": "PunkRecordsLayer"}
+
+
+def test_given_the_query_function_then_it_logs_in_with_its_own_secret_and_signs_cursors() -> None:
+    env = environment("QueryFunction")
+    assert env["DATABASE_SECRET_ARN"] == {"Ref": "QueryDatabaseSecretArn"}
+    assert env["CURSOR_KEY_SECRET_ARN"] == {"Ref": "CursorKeySecret"}
+    generated = RESOURCES["CursorKeySecret"]["Properties"]["GenerateSecretString"]
+    assert generated["GenerateStringKey"] == "key"
+    assert generated["PasswordLength"] >= 32
+    assert PARAMETERS["QueryTimeout"]["MaxValue"] < 30
+    migrate = environment("MigrateFunction")
+    assert migrate["QUERY_DATABASE_SECRET_ARN"] == {"Ref": "QueryDatabaseSecretArn"}

@@ -108,6 +108,18 @@ class Container:
                 self._cursors = cursor_codec(self.settings(), aws_secrets.read_json_secret)
             return self._cursors
 
+    def provision_query_login(self) -> str | None:
+        """Create or update the query function's SELECT-only login from the secret in
+        ``QUERY_DATABASE_SECRET_ARN`` (the migrate step); None when that is not set."""
+        arn = self.settings().query_database_secret_arn
+        if not arn:
+            return None
+        from punk_records import aws_secrets
+        from punk_records.read_store import provision_reader_login
+
+        secret = aws_secrets.read_json_secret(arn)
+        return provision_reader_login(self.store().connection(), secret)
+
     def health_checks(self) -> dict[str, Callable[[], None]]:
         """The dependencies ``/health`` reports: Kafka topic metadata, PostgreSQL ``SELECT 1``."""
         from punk_records.health import check_postgres

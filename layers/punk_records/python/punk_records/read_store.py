@@ -8,7 +8,7 @@ only splices it into the response: no payload is decoded and re-encoded in Pytho
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
@@ -16,7 +16,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from punk_records.errors import StoreUnavailable
+from punk_records.errors import ConfigurationError, StoreUnavailable
 from punk_records.query import DeadLetterQuery, DeadLetterRow, EventQuery, EventRow
 
 # The group role the query function's login role belongs to (migration 0002): SELECT only.
@@ -197,3 +197,16 @@ def grant_reader_login(conn: psycopg.Connection, username: str, password: str | 
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(READER_ROLE), role))
         conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role))
         conn.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = '5s'").format(role))
+
+
+def provision_reader_login(conn: psycopg.Connection, secret: Mapping[str, Any]) -> str:
+    """:func:`grant_reader_login` for the login of an RDS-style secret (``username``,
+    ``password``); return the username. Raise ConfigurationError when the secret has none."""
+    username = secret.get("username")
+    password = secret.get("password")
+    if not isinstance(username, str) or not username:
+        raise ConfigurationError("the query database secret lacks a 'username'")
+    if password is not None and not isinstance(password, str):
+        raise ConfigurationError("the query database secret's 'password' must be a string")
+    grant_reader_login(conn, username, password or None)
+    return username
