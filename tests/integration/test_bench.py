@@ -30,6 +30,9 @@ REQUIRED_KEYS = {
     "e2e_p50_ms",
     "e2e_p99_ms",
     "consumer_peak_rss_mb",
+    "query_p50_ms",
+    "query_p99_ms",
+    "query_vs_sql_ratio",
 }
 
 
