@@ -220,10 +220,10 @@ def table(details: dict[str, Any]) -> str:
         one("consumer peak RSS MB, 10,000 records (process)", details["memory"]["peak_mb"])
     if "query" in details:
         q = details["query"]
-        size = f"{q['events']:,} events / {q['workspaces']} workspaces"
+        scale = f"{q['events']:,} events / {q['workspaces']} workspaces"
         rows.append(
             (
-                f"query page of {q['page']} ({size}): handler p50 ms",
+                f"query page of {q['page']} ({scale}): handler p50 ms",
                 f"{q['handler_p50_ms']:.2f}",
                 str(q["repeat"]),
                 "",

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from local.samples.apigw import request
 from local.services import Kafka, Postgres
@@ -62,9 +62,7 @@ def apps() -> tuple[ModuleType, ModuleType]:
 def reader_dsn(postgres: Postgres) -> str:
     with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         grant_reader_login(conn, READER_LOGIN, "query-pw")
-    return make_conninfo(
-        **(conninfo_to_dict(postgres.dsn) | {"user": READER_LOGIN, "password": "query-pw"})
-    )
+    return make_conninfo(postgres.dsn, user=READER_LOGIN, password="query-pw")
 
 
 @pytest.fixture

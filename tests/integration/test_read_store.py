@@ -25,6 +25,7 @@ from punk_records.bootstrap import Container
 from punk_records.consumer import KafkaRecord, consume
 from punk_records.cursor import CursorCodec
 from punk_records.errors import InvalidCursor
+from punk_records.ports import StoredEvent
 from punk_records.query import (
     DeadLetterQuery,
     EventQuery,
@@ -40,7 +41,7 @@ from punk_records.read_store import (
     events_sql,
     grant_reader_login,
 )
-from punk_records.store import EventStore, StoredEvent
+from punk_records.store import EventStore
 from punk_records.tokens import parse_token_set
 from tests.factories import envelope, event_dict
 
@@ -70,9 +71,7 @@ def reader_dsn(postgres: Postgres) -> str:
     """The query function's login: a member of the read-only group role of migration 0002."""
     with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         grant_reader_login(conn, READER, READER_PASSWORD)
-    params = conninfo_to_dict(postgres.dsn)
-    params.update(user=READER, password=READER_PASSWORD)
-    return make_conninfo(**params)
+    return make_conninfo(postgres.dsn, user=READER, password=READER_PASSWORD)
 
 
 @pytest.fixture
@@ -108,13 +107,15 @@ def _scans(plan: dict[str, Any]) -> Iterator[tuple[str, str]]:
 def _plan(conn: psycopg.Connection, statement: Any, params: Any) -> dict[str, Any]:
     text = statement.as_string(conn) if hasattr(statement, "as_string") else statement
     row = conn.execute(f"EXPLAIN (FORMAT JSON) {text}", params).fetchone()
-    return row[0][0]["Plan"]
+    assert row is not None
+    plan: dict[str, Any] = row[0][0]["Plan"]
+    return plan
 
 
 T0 = datetime(2026, 10, 27, tzinfo=UTC)
 AFTER = (T0 + timedelta(days=3), uuid.UUID(int=0))
 TRACE = uuid.UUID(hashlib.md5(b"trace1234").hexdigest())  # noqa: S324 (as the seed SQL)
-EVENT_SHAPES = {
+EVENT_SHAPES: dict[str, dict[str, Any]] = {
     "workspace": {},
     "one type": {"type": ["task.created"]},
     "several types": {"type": ["task.created", "risk.detected", "memory.promoted"]},
@@ -156,7 +157,7 @@ def analysed(postgres: Postgres) -> Iterator[psycopg.Connection]:
 def test_given_each_events_query_shape_when_explained_then_no_sequential_scan(
     analysed: psycopg.Connection, shape: str, after: Any
 ) -> None:
-    query = EventQuery(workspace_id="ws-7", **EVENT_SHAPES[shape])
+    query = EventQuery.model_validate({"workspace_id": "ws-7", **EVENT_SHAPES[shape]})
     statement, params = events_sql(query, after, 101)
     plan = _plan(analysed, statement, params)
     scans = list(_scans(plan))
@@ -223,8 +224,7 @@ def test_given_the_login_granted_twice_when_it_connects_then_the_new_password_wo
 ) -> None:
     with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         grant_reader_login(conn, READER, "rotated-pw")
-    params = conninfo_to_dict(reader_dsn) | {"password": "rotated-pw"}
-    with psycopg.connect(make_conninfo(**params)) as conn:
+    with psycopg.connect(make_conninfo(reader_dsn, password="rotated-pw")) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (READER,)
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(reader_dsn, connect_timeout=5).close()

@@ -340,3 +340,24 @@ def test_given_positions_when_round_tripped_then_microseconds_and_ids_survive():
     reader.events = lambda q, after, limit: calls.append(after) or real(q, after, limit)
     walk(reader, {"workspace_id": ["ws-a"]}, limit=1)
     assert calls[1] == (reader.rows[0]["ts"], reader.rows[0]["event_id"])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": ["0001-01-01T00:00:00+14:00"]},
+        {"topic": ["bad\x00topic"]},
+        {"topic": ["spaces are not kafka"]},
+        {"until": ["9999-12-31T23:59:59-14:00"]},
+    ],
+)
+def test_given_values_postgres_or_utc_cannot_hold_when_parsed_then_400_not_500(params):
+    model = DeadLetterQuery if "topic" in params else EventQuery
+    with pytest.raises(InvalidQuery):
+        parse_query(model, {"workspace_id": ["ws-a"], **params} if model is EventQuery else params)
+
+
+@pytest.mark.parametrize("value", ["ws\x00a", "a" * 129])
+def test_given_a_workspace_postgres_cannot_hold_when_parsed_then_400(value):
+    with pytest.raises(InvalidQuery):
+        parse_query(EventQuery, {"workspace_id": [value]})

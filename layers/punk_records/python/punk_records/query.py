@@ -60,7 +60,10 @@ Timestamp = Annotated[datetime, BeforeValidator(_iso_only)]
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 has no UTC time
+        raise ValueError("the timestamp is out of range in UTC") from None
 
 
 class _Query(BaseModel):
@@ -114,7 +117,11 @@ class EventQuery(_Query):
 class DeadLetterQuery(_Query):
     """``GET /dead-letters`` parameters; ``since`` bounds ``received_at``."""
 
-    topic: str | None = Field(default=None, min_length=1, max_length=249, description="Topic.")
+    topic: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z0-9._-]{1,249}$",
+        description="Only records of this Kafka topic.",
+    )
 
 
 # (parameter name -> every value it was given) as parsed from a query string.

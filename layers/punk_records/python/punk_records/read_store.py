@@ -55,7 +55,7 @@ def events_sql(
 ) -> tuple[sql.Composed, list[Any]]:
     """The statement and parameters of one page of ``GET /events`` (also used by EXPLAIN
     tests and the benchmark's bare-SQL baseline)."""
-    where = [sql.SQL("workspace_id = %s")]
+    where: list[sql.Composable] = [sql.SQL("workspace_id = %s")]
     params: list[Any] = [query.workspace_id]
     if len(query.type) == 1:
         where.append(sql.SQL("type = %s"))

@@ -373,11 +373,11 @@ def _cli(argv: Sequence[str] | None = None) -> int:
                 document = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ConfigurationError(f"not JSON: {exc.msg} at line {exc.lineno}") from None
-            for token in parse_token_set(document, "the document").tokens:
-                kind = "  (plain token: deprecated)" if token.legacy else ""
+            for listed in parse_token_set(document, "the document").tokens:
+                kind = "  (plain token: deprecated)" if listed.legacy else ""
                 print(
-                    f"{token.id}: workspaces {','.join(sorted(token.workspaces))}; "
-                    f"scopes {','.join(sorted(token.scopes))}{kind}"
+                    f"{listed.id}: workspaces {','.join(sorted(listed.workspaces))}; "
+                    f"scopes {','.join(sorted(listed.scopes))}{kind}"
                 )
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
