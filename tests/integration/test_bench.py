@@ -25,6 +25,7 @@ REQUIRED_KEYS = {
     "ingest_single_p99_ms",
     "init_ms_ingest",
     "init_ms_consumer",
+    "init_ms_query",
     "layer_mb",
     "e2e_events_per_s",
     "e2e_p50_ms",
