@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol, TypeVar
 from uuid import UUID
 
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -34,7 +35,7 @@ from pydantic import (
 from punk_records.cursor import CursorCodec
 from punk_records.envelope import EventType, Identifier, Severity, error_list
 from punk_records.errors import InvalidQuery, NotFound, PunkRecordsError
-from punk_records.observability import logger
+from punk_records.observability import logger, metrics
 from punk_records.redaction import redact
 from punk_records.tokens import Scope, Token
 
@@ -240,6 +241,9 @@ def _request(route: str, token: Token, **fields: Any) -> Iterator[dict[str, Any]
     finally:
         record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
         logger.info("query request", extra=record)
+        metrics.add_metric(
+            name="QueryLatency", unit=MetricUnit.Milliseconds, value=record["latency_ms"]
+        )
 
 
 def list_events(token: Token, params: Params, reader: Reader, cursors: CursorCodec) -> Page:
