@@ -311,6 +311,8 @@ class EventView(BaseModel):
     """One event as stored: the envelope's fields (payload already redacted), where it was read
     from in Kafka, and when PostgreSQL received it. The reader renders exactly this shape."""
 
+    model_config = ConfigDict(extra="forbid")
+
     event_id: UUID
     ts: datetime = Field(description="UTC, microseconds, e.g. 2026-11-26T04:00:00.000000Z.")
     workspace_id: str
