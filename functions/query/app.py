@@ -14,6 +14,8 @@ from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+# Loaded at init, not by the first request: every read needs psycopg.
+import punk_records.read_store  # noqa: F401
 from punk_records import http_api, http_query
 from punk_records.auth import authorize
 from punk_records.bootstrap import container
