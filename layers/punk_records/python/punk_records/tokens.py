@@ -120,8 +120,12 @@ class Token:
 
 
 def digest_of(token: str) -> bytes:
-    """SHA-256 of the token's UTF-8 bytes: what the secret stores and lookups compare."""
-    return hashlib.sha256(token.encode()).digest()
+    """SHA-256 of the token's UTF-8 bytes: what the secret stores and lookups compare.
+
+    A lone surrogate (possible in a header decoded from JSON) is hashed as is instead of
+    failing: such a candidate can never equal a real token's digest.
+    """
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 @dataclass(frozen=True, slots=True)
