@@ -22,19 +22,24 @@ import yaml
 
 from bench.common import ROOT, Spread, compact, event_dicts, progress
 
-FUNCTIONS = {"ingest": "IngestFunction", "consumer": "ConsumerFunction"}
+FUNCTIONS = {"ingest": "IngestFunction", "consumer": "ConsumerFunction", "query": "QueryFunction"}
 # Powertools turns the tracer off when it sees AWS_SAM_LOCAL; Lambda does not set it.
 AS_LAMBDA = {"AWS_SAM_LOCAL": "", "API_TOKENS": "bench-token"}
 _IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)$")
 
 
 def _cheap_event(name: str) -> dict[str, Any]:
-    """An invocation that opens no connection, so first minus warm is the init alone."""
+    """An invocation that opens no connection (a wrong token; an empty batch), so first minus
+    warm is the init alone."""
     if name == "ingest":
         from local.samples.apigw import request
 
         body = compact(event_dicts(1)[0]).decode()
         return request("POST", "/events", "bench", body=body, token="not-the-token")  # noqa: S106
+    if name == "query":
+        from local.samples.apigw import request
+
+        return request("GET", "/events", "bench", token="not-the-token")  # noqa: S106
     return {"eventSource": "aws:kafka", "eventSourceArn": "arn:bench", "records": {}}
 
 

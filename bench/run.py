@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, consumer, e2e, ingest, redaction
+from bench import coldstart, consumer, e2e, ingest, query, redaction
 from bench.common import ROOT, Spread, machine, progress
 
-FIGURES = ("redaction", "layer", "coldstart", "consumer", "memory", "ingest", "e2e")
+FIGURES = ("redaction", "layer", "coldstart", "consumer", "memory", "ingest", "e2e", "query")
 SIZES = (100, 1_000, 10_000)
 SIZE_KEYS = {100: "100", 1_000: "1k", 10_000: "10k"}
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -42,12 +42,19 @@ class Plan:
     import_runs: int
     e2e_events: int
     e2e_repeat: int
+    query_events: int
+    query_repeat: int
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> Plan:
         if args.quick:
-            return cls({100: 2, 1_000: 2, 10_000: 1}, 20, 5, 1, 1, args.e2e_events or 500, 1)
-        return cls({100: 15, 1_000: 9, 10_000: 5}, 300, 100, 5, 5, args.e2e_events or 100_000, 3)
+            return cls(
+                {100: 2, 1_000: 2, 10_000: 1}, 20, 5, 1, 1, args.e2e_events or 500, 1, 20_000, 50
+            )
+        return cls(
+            {100: 15, 1_000: 9, 10_000: 5}, 300, 100, 5, 5, args.e2e_events or 100_000, 3,
+            1_000_000, 1_000,
+        )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -59,7 +66,7 @@ def _services(args: argparse.Namespace, wanted: set[str]) -> Iterator[tuple[str,
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         dsn, bootstrap = args.dsn or "", args.bootstrap or ""
-        if not dsn and wanted & {"consumer", "memory"}:
+        if not dsn and wanted & {"consumer", "memory", "query"}:
             progress("starting PostgreSQL")
             postgres = Postgres(tmp / "postgres", fast=args.fast_db)
             with contextlib.redirect_stdout(sys.stderr):
@@ -116,6 +123,8 @@ def measure(args: argparse.Namespace, plan: Plan, wanted: set[str]) -> dict[str,
             details["ingest"] = ingest.measure(
                 bootstrap, topic, plan.ingest_single_runs, plan.ingest_batch_runs
             )
+        if "query" in wanted:
+            details["query"] = query.measure(dsn, plan.query_events, plan.query_repeat)
     if "e2e" in wanted:
         details["e2e"] = e2e.measure(plan.e2e_events, plan.e2e_repeat, args.fast_db)
     return details
@@ -156,6 +165,11 @@ def headline(details: dict[str, Any]) -> dict[str, float]:
         results["e2e_p99_ms"] = round(details["e2e"]["p99_ms"]["median"], 1)
     if "memory" in details:
         results["consumer_peak_rss_mb"] = round(details["memory"]["delta_mb"], 1)
+    if "query" in details:
+        q = details["query"]
+        results["query_p50_ms"] = round(q["handler_p50_ms"], 3)
+        results["query_p99_ms"] = round(q["handler_p99_ms"], 3)
+        results["query_vs_sql_ratio"] = round(q["ratio_of_medians"], 3)
     return results
 
 
@@ -244,6 +258,25 @@ def table(details: dict[str, Any]) -> str:
     if "memory" in details:
         one("consumer peak RSS MB, 10,000 records (growth)", details["memory"]["delta_mb"])
         one("consumer peak RSS MB, 10,000 records (process)", details["memory"]["peak_mb"])
+    if "query" in details:
+        q = details["query"]
+        scale = f"{q['events']:,} events / {q['workspaces']} workspaces"
+        rows.append(
+            (
+                f"query page of {q['page']} ({scale}): handler p50 ms",
+                f"{q['handler_p50_ms']:.2f}",
+                str(q["repeat"]),
+                "",
+            )
+        )
+        rows.append(
+            ("query: handler p99 ms", f"{q['handler_p99_ms']:.2f}", str(q["repeat"]), "≤ 25")
+        )
+        rows.append(
+            ("query: bare SQL (psycopg) p50 ms", f"{q['sql_p50_ms']:.2f}", str(q["repeat"]), "")
+        )
+        rows.append(("query: handler ÷ bare SQL (medians)", f"{q['ratio_of_medians']:.2f}",
+                     str(q["repeat"]), "≤ 1.5"))  # fmt: skip
     if "e2e" in details:
         e = details["e2e"]
         add(f"e2e {e['events']:,} events: events/s", e["events_per_s"], 0)

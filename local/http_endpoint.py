@@ -1,9 +1,11 @@
-"""A local API Gateway HTTP API (payload format 2.0) in front of one function, on 127.0.0.1."""
+"""A local API Gateway HTTP API (payload format 2.0) in front of the template's functions, on
+127.0.0.1: each route goes to the function whose ``HttpApi`` event declares it."""
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -12,20 +14,26 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local.invoker import FunctionError, Invoke, InvokerPool, emulated
 
 log = logging.getLogger("local.http_endpoint")
 
-# The routes of the template's HttpApi, as API Gateway route keys.
-ROUTE_KEYS = ("POST /events", "GET /health")
+# The routes of the template's HttpApi, as API Gateway route keys (a test checks the template).
+ROUTE_KEYS = (
+    "POST /events",
+    "GET /health",
+    "GET /events",
+    "GET /events/{event_id}",
+    "GET /dead-letters",
+)
 
 # HTTP API quota: the request payload is capped at 10 MB (hard limit).
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -71,10 +79,47 @@ def gateway_error(status: int, message: str) -> HttpResponse:
     return HttpResponse(status, [("content-type", "application/json")], body)
 
 
+def _path_match(pattern: str, path: str) -> dict[str, str] | None:
+    """The path parameters if ``path`` matches the route path ``pattern``, else None. A
+    ``{name}`` segment matches one non-empty segment, as in API Gateway."""
+    wanted, given = pattern.split("/"), path.split("/")
+    if len(wanted) != len(given):
+        return None
+    found: dict[str, str] = {}
+    for expected, actual in zip(wanted, given, strict=True):
+        if expected.startswith("{") and expected.endswith("}"):
+            if not actual:
+                return None
+            found[expected[1:-1]] = unquote(actual)
+        elif expected != actual:
+            return None
+    return found
+
+
 def match_route(method: str, path: str, route_keys: Sequence[str] = ROUTE_KEYS) -> str | None:
-    """The route key matching ``method`` and ``path`` exactly, or None (API Gateway's 404)."""
-    wanted = f"{method.upper()} {path}"
-    return next((key for key in route_keys if key == wanted), None)
+    """The route key matching ``method`` and ``path``, or None (API Gateway's 404). A route
+    without parameters wins over one with them, as API Gateway prefers the most specific."""
+    candidates = [
+        key
+        for key in route_keys
+        if key.split(" ", 1)[0] == method.upper()
+        and _path_match(key.split(" ", 1)[1], path) is not None
+    ]
+    return min(candidates, key=lambda key: key.count("{"), default=None)
+
+
+def path_parameters(route_key: str, path: str) -> dict[str, str]:
+    """The values of the route's ``{name}`` segments in ``path``."""
+    return _path_match(route_key.split(" ", 1)[1], path) or {}
+
+
+def dispatch(routes: Mapping[str, Invoke]) -> Invoke:
+    """One invoke that passes each event to the function serving its ``routeKey``."""
+
+    def invoke(event: dict[str, Any]) -> Any:
+        return routes[event["routeKey"]](event)
+
+    return invoke
 
 
 def is_text_content_type(content_type: str | None) -> bool:
@@ -151,6 +196,9 @@ def build_event(
     if cookies:
         event["cookies"] = cookies
     event["headers"] = merged
+    parameters = path_parameters(route_key, raw_path)
+    if parameters:
+        event["pathParameters"] = parameters
     if split.query:
         params: dict[str, str] = {}
         for key, value in parse_qsl(split.query, keep_blank_values=True):
@@ -388,23 +436,39 @@ class HttpEndpoint:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve the HTTP API in front of a function under the emulator until SIGTERM/SIGINT."""
+    """Serve the HTTP API in front of functions under the emulator until SIGTERM/SIGINT."""
+    from local.template import http_routes, load_template
+
     parser = argparse.ArgumentParser(prog="python -m local.http_endpoint", description=__doc__)
     parser.add_argument("--port", type=int, default=3000)
-    parser.add_argument("--function", default="IngestFunction", help="template logical id")
+    parser.add_argument(
+        "--function",
+        action="append",
+        help="template logical id, repeatable: serve its routes (default: IngestFunction)",
+    )
     parser.add_argument("--env-vars", type=Path, help="env file in the sam --env-vars format")
-    parser.add_argument("--concurrency", type=int, default=2, help="function instances")
+    parser.add_argument("--concurrency", type=int, default=2, help="instances per function")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    functions = args.function or ["IngestFunction"]
+    served = {key: fn for key, fn in http_routes(load_template()).items() if fn in functions}
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with (
-        emulated(args.function, count=args.concurrency, env_vars=args.env_vars) as instances,
-        HttpEndpoint(InvokerPool(instances), port=args.port) as endpoint,
-    ):
-        log.info("serving %s on %s (pid %d)", args.function, endpoint.url, os.getpid())
+    with contextlib.ExitStack() as stack:
+        pools = {
+            fn: InvokerPool(
+                stack.enter_context(emulated(fn, count=args.concurrency, env_vars=args.env_vars))
+            )
+            for fn in functions
+        }
+        invoke = dispatch({key: pools[fn] for key, fn in served.items()})
+        api = ApiInfo(route_keys=tuple(served))
+        endpoint = stack.enter_context(HttpEndpoint(invoke, port=args.port, api=api))
+        for key, fn in served.items():
+            log.info("route %s -> %s", key, fn)
+        log.info("serving %s on %s (pid %d)", ", ".join(functions), endpoint.url, os.getpid())
         stop.wait()
     log.info("stopped")
     return 0

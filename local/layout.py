@@ -3,13 +3,13 @@ when an import crosses a layer the wrong way.
 
 Layers of the ``punk_records`` package (the Lambda layer):
 
-- **domain**: the envelope, redaction, settings, errors, the ports (Protocols and the values
-  they exchange), the use cases (ingest, consumer, health, auth) and observability. Imports
-  only the domain.
-- **adapters**: Kafka (``producer``), PostgreSQL (``store``, ``migrations``), Secrets Manager
-  (``aws_secrets``). Import the domain, never the HTTP edge or the wiring.
-- **http**: ``http_api``, the only module that knows HTTP or imports Powertools' event
-  handler. Imports the domain only.
+- **domain**: the envelope, redaction, settings, errors, tokens, cursors, the ports (Protocols
+  and the values they exchange), the use cases (ingest, consumer, health, auth, query) and
+  observability. Imports only the domain.
+- **adapters**: Kafka (``producer``), PostgreSQL (``store``, ``read_store``, ``migrations``),
+  Secrets Manager (``aws_secrets``). Import the domain, never the HTTP edge or the wiring.
+- **http**: ``http_api`` and ``http_query`` (the read routes), the only modules that know HTTP
+  or import Powertools' event handler. Import the domain and each other.
 - **wiring**: ``bootstrap`` and the package's ``__init__``, which may import anything.
 
 Outside the package, ``local/`` and the functions may import ``punk_records``; the package never
@@ -45,12 +45,17 @@ LAYERS: dict[str, str] = {
     "ports": DOMAIN,
     "redaction": DOMAIN,
     "redaction_rules": DOMAIN,
+    "tokens": DOMAIN,
+    "cursor": DOMAIN,
+    "query": DOMAIN,
     "aws_secrets": ADAPTER,
     "kafka_ca": ADAPTER,
     "migrations": ADAPTER,
     "producer": ADAPTER,
     "store": ADAPTER,
+    "read_store": ADAPTER,
     "http_api": HTTP,
+    "http_query": HTTP,
     "bootstrap": WIRING,
     "__init__": WIRING,
 }
@@ -58,7 +63,7 @@ LAYERS: dict[str, str] = {
 ALLOWED: dict[str, frozenset[str]] = {
     DOMAIN: frozenset({DOMAIN}),
     ADAPTER: frozenset({DOMAIN, ADAPTER}),
-    HTTP: frozenset({DOMAIN}),
+    HTTP: frozenset({DOMAIN, HTTP}),
     WIRING: frozenset({DOMAIN, ADAPTER, HTTP, WIRING}),
 }
 # Third-party modules only one layer may import.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -17,6 +18,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from psycopg.conninfo import make_conninfo
 
 from local.envelopes import envelope_dict
 from local.esm import mapping_settings
@@ -40,6 +43,12 @@ TOPIC = "punk-records.events.v1"
 PARTITIONS = 3
 INGEST_FUNCTION = "IngestFunction"
 CONSUMER_FUNCTION = "ConsumerFunction"
+QUERY_FUNCTION = "QueryFunction"
+# The query function's SELECT-only login (migration 0002's read-only group role).
+QUERY_LOGIN = "punk_query"
+# What the local token may do: everything a newcomer tries first (docs/tokens.md).
+LOCAL_TOKEN_ID = "local"  # noqa: S105 (the id shown in logs, not a token)
+LOCAL_SCOPES = ("events:write", "events:read", "dead_letters:read")
 READY_TIMEOUT_S = 120
 
 
@@ -98,6 +107,22 @@ class Stack:
     def token(self) -> str:
         return self._state()["token"]
 
+    def api_tokens(self) -> str:
+        """``API_TOKENS`` of both functions: the local token, on every workspace, with
+        :data:`LOCAL_SCOPES`; only its SHA-256 is in the file."""
+        entry = {
+            "id": LOCAL_TOKEN_ID,
+            "sha256": hashlib.sha256(self.token().encode()).hexdigest(),
+            "workspaces": ["*"],
+            "scopes": list(LOCAL_SCOPES),
+        }
+        return json.dumps({"tokens": [entry]})
+
+    def query_database_url(self) -> str:
+        """The query function's connection string: its own SELECT-only login."""
+        password = self._state()["query_password"]
+        return make_conninfo(self.postgres.dsn, user=QUERY_LOGIN, password=password)
+
     def api_port(self) -> int:
         return int(self._state()["api_port"])
 
@@ -108,6 +133,8 @@ class Stack:
     def ensure_state(self, api_port: int | None) -> None:
         state = self._state()
         state.setdefault("token", secrets.token_urlsafe(24))
+        state.setdefault("cursor_key", secrets.token_urlsafe(48))
+        state.setdefault("query_password", secrets.token_urlsafe(24))
         if api_port is not None:
             state["api_port"] = api_port or free_ports(1)[0]
         elif "api_port" not in state:
@@ -141,8 +168,13 @@ class Stack:
                 "KAFKA_AUTH_MODE": "none",
                 "DATABASE_URL": self.postgres.dsn,
             },
-            INGEST_FUNCTION: {"API_TOKENS": self.token()},
+            INGEST_FUNCTION: {"API_TOKENS": self.api_tokens()},
             CONSUMER_FUNCTION: {},
+            QUERY_FUNCTION: {
+                "API_TOKENS": self.api_tokens(),
+                "CURSOR_KEY": self._state()["cursor_key"],
+                "DATABASE_URL": self.query_database_url(),
+            },
         }
         self.functions_env.write_text(json.dumps(functions, indent=2) + "\n")
         self.functions_env.chmod(0o600)
@@ -170,7 +202,7 @@ class Stack:
             ("PostgreSQL", self._start_postgres),
             (f"topic {TOPIC}", self._create_topic),
             ("migrations", self._migrate),
-            ("HTTP API + ingest function", self._start_api),
+            ("HTTP API + ingest and query functions", self._start_api),
             ("event source mapping + consumer function", self._start_esm),
         ]
         for number, (what, step) in enumerate(steps, 1):
@@ -200,7 +232,7 @@ class Stack:
     def _migrate(self) -> str:
         # In a child with the layer on PYTHONPATH, the way Lambda imports the package.
         result = subprocess.run(
-            [sys.executable, "-m", "local.migrate"],
+            [sys.executable, "-m", "local.migrate", "--query-login-url", self.query_database_url()],
             env={**self._child_env(), "DATABASE_URL": self.postgres.dsn},
             cwd=REPO_ROOT,
             capture_output=True,
@@ -228,6 +260,8 @@ class Stack:
                 str(self.api_port()),
                 "--function",
                 INGEST_FUNCTION,
+                "--function",
+                QUERY_FUNCTION,
                 "--env-vars",
                 str(self.functions_env),
             ],
@@ -344,7 +378,8 @@ def _psql() -> str:
 
 def summary(stack: Stack) -> str:
     env = stack.environment()
-    body = json.dumps(sample_event(), separators=(",", ":"))
+    sample = sample_event()
+    body = json.dumps(sample, separators=(",", ":"))
     query = (
         "SELECT event_id, type, workspace_id, received_at FROM events "
         "ORDER BY received_at DESC LIMIT 5"
@@ -354,7 +389,8 @@ def summary(stack: Stack) -> str:
             "",
             "Punk Records is up.",
             f"  API URL       {env['PUNK_API_URL']}",
-            f"  API token     {env['PUNK_API_TOKEN']}",
+            f"  API token     {env['PUNK_API_TOKEN']}  (id {LOCAL_TOKEN_ID!r}: "
+            f"{', '.join(LOCAL_SCOPES)} on every workspace)",
             f"  database URL  {env['PUNK_DATABASE_URL']}",
             f"  Kafka         {env['PUNK_KAFKA_BOOTSTRAP']}  topic {TOPIC}",
             f"  logs          {stack.logs}/",
@@ -366,7 +402,12 @@ def summary(stack: Stack) -> str:
             "    -H 'Content-Type: application/json' \\",
             f"    -d '{body}'",
             "",
-            "See it in PostgreSQL a moment later:",
+            "Read it back a moment later (GET /events, keyset pages; docs/query.md):",
+            f"  curl -sS '{env['PUNK_API_URL']}/events?workspace_id={sample['workspace_id']}"
+            "&limit=10' \\",
+            f"    -H 'Authorization: Bearer {env['PUNK_API_TOKEN']}'",
+            "",
+            "Or in PostgreSQL:",
             f"  {_psql()} '{env['PUNK_DATABASE_URL']}' -c '{query}'",
             "",
             "Stop everything: make down",

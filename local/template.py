@@ -180,6 +180,20 @@ class _Resolver:
         return None
 
 
+def http_routes(template: Mapping[str, Any]) -> dict[str, str]:
+    """API Gateway route keys (``GET /events/{event_id}``) of the template's HTTP API events,
+    each with the logical id of the function that serves it."""
+    routes: dict[str, str] = {}
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        for event in ((resource.get("Properties") or {}).get("Events") or {}).values():
+            if event.get("Type") == "HttpApi":
+                props = event.get("Properties") or {}
+                routes[f"{props['Method'].upper()} {props['Path']}"] = logical_id
+    return routes
+
+
 def load_env_vars(path: Path | None, spec: FunctionSpec) -> dict[str, str]:
     """Overrides for ``spec`` from a ``sam local invoke --env-vars`` file.
 

@@ -17,10 +17,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 # Loaded at init, not by the first POST: every POST needs kafka-python.
 import punk_records.producer  # noqa: F401
 from punk_records import http_api
-from punk_records.auth import authorize
 from punk_records.bootstrap import container
 from punk_records.errors import PunkRecordsError
-from punk_records.ingest import accept_events, request_log
+from punk_records.ingest import accept_events, request_log, writer
 from punk_records.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver()
@@ -37,11 +36,11 @@ def post_events() -> Response[str]:
     event = app.current_event
     with request_log(event.request_context.request_id) as log:
         settings = container.settings()
-        authorize(event.headers, container.tokens())  # before the body is looked at
+        token = writer(event.headers, container.tokens(), log)  # before the body is looked at
         document = http_api.read_json(
             event.headers, event.body, bool(event.is_base64_encoded), settings.max_body_bytes
         )
-        accepted = accept_events(document, settings, container.producer(), log)
+        accepted = accept_events(document, settings, container.producer(), token, log)
     return http_api.json_response(202, accepted)
 
 

@@ -1,6 +1,7 @@
 """Migrate function: the CloudFormation custom resource that applies the PostgreSQL migrations.
 
-Create and Update apply what is pending (idempotent); Delete leaves the database alone. Every
+Create and Update apply what is pending (idempotent) and create or update the query function's
+SELECT-only login from its secret; Delete leaves the database alone. Every
 outcome is PUT to the pre-signed ``ResponseURL``, so a failure fails the stack operation at
 once instead of leaving CloudFormation waiting for the service timeout. Lock waits and
 statements are bounded by the invocation's remaining time less what the answer needs, so even
@@ -29,14 +30,15 @@ RESERVE_MS = (RESPONSE_TIMEOUT_S + 2) * 1000
 def handler(event: dict[str, Any], context: LambdaContext) -> None:
     """Apply pending migrations on Create/Update and report the outcome to CloudFormation."""
     request_type = event.get("RequestType")
+    login = None
     try:
-        applied = (
-            []
-            if request_type == "Delete"
-            else container.store().migrate(
+        if request_type != "Delete":
+            applied = container.store().migrate(
                 lambda: context.get_remaining_time_in_millis() - RESERVE_MS
             )
-        )
+            login = container.provision_query_login()
+        else:
+            applied = []
     except Exception as exc:  # every failure must reach CloudFormation, not only ours
         # The reason is shown in the stack events: the error type and the driver's first line,
         # which names the failure but never a password.
@@ -44,7 +46,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> None:
         logger.exception("migrations failed", extra={"request_type": request_type})
         _respond(event, context, "FAILED", reason=reason)
         return
-    logger.info("migrations applied", extra={"request_type": request_type, "applied": applied})
+    logger.info(
+        "migrations applied",
+        extra={"request_type": request_type, "applied": applied, "query_login": login},
+    )
     _respond(event, context, "SUCCESS", data={"Applied": ",".join(applied) or "none"})
 
 

@@ -25,6 +25,7 @@ REQUIRED_KEYS = {
     "ingest_single_p99_ms",
     "init_ms_ingest",
     "init_ms_consumer",
+    "init_ms_query",
     "layer_mb",
     "e2e_events_per_s",
     "e2e_p50_ms",
@@ -36,6 +37,9 @@ REQUIRED_KEYS = {
     "redaction_false_positive_rate",
     "redaction_us_p50",
     "redaction_worst_ms_256k",
+    "query_p50_ms",
+    "query_p99_ms",
+    "query_vs_sql_ratio",
 }
 
 

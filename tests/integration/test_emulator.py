@@ -15,11 +15,15 @@ from typing import Any
 import psycopg
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from psycopg.conninfo import make_conninfo
 
 from local.emulator import EmulatorError, LambdaFunction, is_function_error
 from local.kafka_service import Kafka
 from local.postgres_service import Postgres
+from local.samples import apigw_query
 from local.samples.apigw import DEV_TOKEN
+from local.samples.apigw import EXPECTED_STATUS as INGEST_STATUS
+from punk_records.read_store import grant_reader_login
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 PARTITIONS = 3
@@ -52,6 +56,11 @@ EXPECTED: dict[str, Http | Batch] = {
     "apigw-post-events-missing-token.json": Http(401, "unauthorized"),
     "apigw-post-events-invalid-envelope.json": Http(400, "invalid_envelope"),
     "apigw-post-events-malformed-json.json": Http(400, "malformed_json"),
+    "apigw-get-events-page.json": Http(200),
+    "apigw-get-events-missing-workspace.json": Http(400, "invalid_query"),
+    "apigw-get-events-bad-cursor.json": Http(400, "invalid_cursor"),
+    "apigw-get-event-unknown.json": Http(404, "not_found"),
+    "apigw-get-dead-letters.json": Http(200),
     **{
         f"{source}-{scenario}.json": outcome
         for source in ("msk", "smk")
@@ -91,6 +100,22 @@ def ingest(kafka: Kafka, postgres: Postgres, ingest_topic: str) -> Iterator[Lamb
 
 
 @pytest.fixture(scope="module")
+def query(postgres: Postgres) -> Iterator[LambdaFunction]:
+    """The query function on its own SELECT-only login, the development token allowed to read."""
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        grant_reader_login(conn, "punk_query_emulator", "emulator-pw")
+    env = {
+        "DATABASE_URL": make_conninfo(
+            postgres.dsn, user="punk_query_emulator", password="emulator-pw"
+        ),
+        "API_TOKENS": apigw_query.dev_token_set(),
+        "CURSOR_KEY": "emulator-test-cursor-key-" + "c" * 20,
+    }
+    with LambdaFunction("QueryFunction", env_overrides=env) as function:
+        yield function
+
+
+@pytest.fixture(scope="module")
 def consumer(postgres: Postgres) -> Iterator[LambdaFunction]:
     with LambdaFunction("ConsumerFunction", env_overrides={"DATABASE_URL": postgres.dsn}) as fn:
         yield fn
@@ -109,7 +134,27 @@ def _event_ids_in(kafka: Kafka, topic: str) -> set[str]:
         reader.close()
 
 
-@pytest.mark.parametrize("sample", [s for s in SAMPLES if s.startswith("apigw-")])
+@pytest.mark.parametrize("sample", sorted(apigw_query.EXPECTED_STATUS))
+def test_given_a_read_sample_when_the_query_function_runs_then_it_answers_as_documented(
+    sample: str, query: LambdaFunction
+) -> None:
+    expected = EXPECTED[sample]
+    assert isinstance(expected, Http)
+    assert expected.status == apigw_query.EXPECTED_STATUS[sample]
+    event = json.loads((EVENTS_DIR / sample).read_text(encoding="utf-8"))
+
+    result = query.invoke(event)
+
+    assert not is_function_error(result), result
+    body = json.loads(result["body"])
+    assert result["statusCode"] == expected.status, body
+    if expected.error:
+        assert body["error"] == expected.error
+    if expected.status == 200:
+        assert body["next_cursor"] is None
+
+
+@pytest.mark.parametrize("sample", sorted(INGEST_STATUS))
 def test_given_an_api_gateway_sample_when_the_ingest_function_runs_then_it_answers_as_documented(
     sample: str, ingest: LambdaFunction, kafka: Kafka, ingest_topic: str
 ) -> None:

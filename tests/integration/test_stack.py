@@ -259,6 +259,50 @@ def test_given_concurrent_requests_when_posted_then_every_one_is_accepted_and_st
     wait_stored(db, [e["event_id"] for e in events])
 
 
+def get(stack: Stack, path: str, token: str | None = None) -> tuple:
+    request = urllib.request.Request(  # noqa: S310 - the local stack
+        f"{stack.api_url}{path}", headers={"Authorization": f"Bearer {token or stack.token()}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=35) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_given_events_posted_when_read_back_through_the_api_then_pages_and_one_event_come_back(
+    stack: Stack, db
+) -> None:
+    # GIVEN three events of a fresh workspace, one with a secret, stored by the pipeline
+    workspace = f"ws-read-{uuid.uuid4().hex[:6]}"
+    events = [event_dict(workspace_id=workspace) for _ in range(3)]
+    events[1]["payload"] = {"db_password": "hunter2"}
+    assert post(stack, events)[0] == 202
+    wait_stored(db, [e["event_id"] for e in events])
+
+    # WHEN the query function is asked through the same endpoint, two at a time
+    status, first = get(stack, f"/events?workspace_id={workspace}&limit=2")
+    assert status == 200, first
+    status, second = get(
+        stack, f"/events?workspace_id={workspace}&limit=2&cursor={first['next_cursor']}"
+    )
+    assert status == 200, second
+
+    # THEN every event comes back once, redacted, and one event by its id
+    seen = [e["event_id"] for e in first["events"] + second["events"]]
+    assert sorted(seen) == sorted(e["event_id"] for e in events)
+    assert second["next_cursor"] is None
+    status, one = get(stack, f"/events/{events[1]['event_id']}")
+    assert status == 200
+    assert one["payload"] == {"db_password": "[REDACTED:password]"}
+    assert one["kafka"]["topic"] == TOPIC
+    # AND bad requests get the documented errors, not 5xx
+    assert get(stack, "/events")[0] == 400
+    assert get(stack, f"/events?workspace_id={workspace}", token="nope")[0] == 401
+    status, letters = get(stack, "/dead-letters?limit=1")
+    assert status == 200, letters
+
+
 def test_given_an_unknown_route_when_requested_then_api_gateways_404(stack: Stack) -> None:
     status, body = post(stack, {}, path="/nope")
 
@@ -370,7 +414,7 @@ def test_given_the_stack_is_up_when_down_runs_twice_then_no_process_is_left(stac
     groups = [pid for pid in (stack.api.pid(), stack.esm.pid()) if pid is not None]
     assert len(groups) == 2
     groups += stack.api.emulators() + stack.esm.emulators()
-    assert len(groups) == 5, "two ingest instances and one consumer instance"
+    assert len(groups) == 7, "two ingest, two query and one consumer instance"
     assert _processes_under(stack.root)
 
     first = stack_cli(stack.root, "down")

@@ -28,17 +28,25 @@ def test_given_fresh_database_when_migrated_then_tables_and_indexes_exist(postgr
         conn.execute("CREATE DATABASE migrate_fresh")
     fresh = postgres.dsn.rsplit("/", 1)[0] + "/migrate_fresh"
     with psycopg.connect(fresh, autocommit=True) as conn:
-        assert migrations.apply(conn) == ["0001_initial.sql"]
+        # (the read-only role of 0002 exists already: the session's database created it, and
+        # roles belong to the cluster; applying 0002 again must still work)
+        assert migrations.apply(conn) == ["0001_initial.sql", "0002_read_api.sql"]
         indexes = {
             row[0]
             for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'events'")
         }
-    assert {
+        reader_may_select = conn.execute(
+            "SELECT has_table_privilege('punk_records_reader', 'events', 'SELECT'),"
+            " has_table_privilege('punk_records_reader', 'events', 'INSERT')"
+        ).fetchone()
+    assert indexes == {
         "events_pkey",
-        "events_workspace_ts_idx",
-        "events_workspace_type_ts_idx",
+        "events_workspace_ts_id_idx",
+        "events_workspace_type_ts_id_idx",
+        "events_workspace_satellite_ts_id_idx",
         "events_trace_id_idx",
-    } <= indexes
+    }
+    assert reader_may_select == (True, False)
 
 
 def test_given_batch_with_duplicates_when_written_then_each_event_stored_once(db):

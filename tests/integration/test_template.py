@@ -12,10 +12,10 @@ import pytest
 
 from local.template import load_template
 from punk_records import migrations
-from punk_records.config import CONSUMER, INGEST, MIGRATE, Settings
+from punk_records.config import CONSUMER, INGEST, MIGRATE, QUERY, Settings
 from punk_records.observability import NAMESPACE, SERVICE
 
-FUNCTIONS_READING = (INGEST, CONSUMER, MIGRATE)
+FUNCTIONS_READING = (INGEST, CONSUMER, MIGRATE, QUERY)
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
@@ -45,7 +45,7 @@ def prop(function: str, name: str) -> Any:
     return FUNCTIONS[function].get(name, GLOBALS.get(name))
 
 
-def test_given_the_template_then_it_defines_exactly_the_three_functions() -> None:
+def test_given_the_template_then_it_defines_exactly_the_four_functions() -> None:
     assert set(FUNCTIONS) == set(NEEDED)
 
 
@@ -92,7 +92,10 @@ def test_given_an_environment_value_then_it_is_a_literal_or_a_parameter_the_emul
     for name, value in environment(function).items():
         if isinstance(value, dict):
             assert set(value) == {"Ref"}, name
-            assert value["Ref"] in PARAMETERS, name
+            # Or a secret the stack creates: locally it is empty and the plain variable next to
+            # it (CURSOR_KEY for CURSOR_KEY_SECRET_ARN) is used, as with sam local invoke.
+            ref = value["Ref"]
+            assert ref in PARAMETERS or RESOURCES[ref]["Type"] == "AWS::SecretsManager::Secret"
         else:
             assert isinstance(value, str), f"{name}: quote literals, Lambda wants strings"
 
@@ -133,13 +136,23 @@ def test_given_the_functions_then_each_uses_the_layer_and_a_runtime_supported_pa
         assert "Layers" not in FUNCTIONS[function]
 
 
-def test_given_the_http_api_then_both_routes_go_to_ingest_with_logs_and_throttling() -> None:
-    routes = {
+def _routes(function: str) -> set[tuple[str, str]]:
+    return {
         (event["Properties"]["Method"], event["Properties"]["Path"])
-        for event in FUNCTIONS["IngestFunction"]["Events"].values()
-        if event["Type"] == "HttpApi"
+        for event in FUNCTIONS[function].get("Events", {}).values()
+        if event["Type"] == "HttpApi" and event["Properties"]["ApiId"] == {"Ref": "HttpApi"}
     }
-    assert routes == {("POST", "/events"), ("GET", "/health")}
+
+
+def test_given_the_http_api_then_writes_go_to_ingest_reads_to_query_with_logs_and_throttling() -> (
+    None
+):
+    assert _routes("IngestFunction") == {("POST", "/events"), ("GET", "/health")}
+    assert _routes("QueryFunction") == {
+        ("GET", "/events"),
+        ("GET", "/events/{event_id}"),
+        ("GET", "/dead-letters"),
+    }
     api = RESOURCES["HttpApi"]["Properties"]
     assert "DestinationArn" in api["AccessLogSettings"]
     assert "$context.requestId" in api["AccessLogSettings"]["Format"]
@@ -261,7 +274,9 @@ def _secret_policies(function: str) -> list[Any]:
             "ConsumerFunction",
             ["DatabaseSecretArn", "KafkaScramSecretArn", "KafkaServerRootCaSecretArn"],
         ),
-        ("MigrateFunction", ["DatabaseSecretArn"]),
+        ("MigrateFunction", ["DatabaseSecretArn", "QueryDatabaseSecretArn"]),
+        # Its own read-only login; never the consumer's credentials.
+        ("QueryFunction", ["QueryDatabaseSecretArn", "ApiTokensSecretArn", "CursorKeySecret"]),
     ],
 )
 def test_given_a_function_then_it_reads_exactly_its_secrets_and_nothing_is_granted_on_star(
@@ -349,6 +364,7 @@ def test_given_every_log_group_then_it_outlives_the_stack() -> None:
         "IngestLogGroup",
         "ConsumerLogGroup",
         "MigrateLogGroup",
+        "QueryLogGroup",
     }
     for name, group in groups.items():
         assert group["DeletionPolicy"] == "Retain", name
@@ -408,7 +424,7 @@ def test_given_the_digest_then_it_changes_with_any_migration_file(monkeypatch) -
 ORIGINAL_AVAILABLE = migrations.available
 
 
-@pytest.mark.parametrize("function", ["IngestFunction", "ConsumerFunction"])
+@pytest.mark.parametrize("function", ["IngestFunction", "ConsumerFunction", "QueryFunction"])
 def test_given_a_function_that_touches_the_database_then_it_waits_for_the_migrations(
     function: str,
 ) -> None:
@@ -416,7 +432,7 @@ def test_given_a_function_that_touches_the_database_then_it_waits_for_the_migrat
     assert "DependsOn" not in RESOURCES["MigrateFunction"]
 
 
-def test_given_the_alarms_then_errors_dead_letters_5xx_lag_and_mapping_errors_are_watched() -> None:
+def test_given_the_alarms_then_errors_5xx_lag_mapping_errors_and_reads_are_watched() -> None:
     alarms = {
         n: r["Properties"] for n, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"
     }
@@ -426,7 +442,12 @@ def test_given_the_alarms_then_errors_dead_letters_5xx_lag_and_mapping_errors_ar
         "Ingest5xxAlarm",
         "ConsumerOffsetLagAlarm",
         "ConsumerMappingErrorsAlarm",
+        "QueryErrorsAlarm",
+        "QueryLatencyAlarm",
     }
+    assert alarms["QueryErrorsAlarm"]["Dimensions"][0]["Value"] == {"Ref": "QueryFunction"}
+    assert alarms["QueryLatencyAlarm"]["Dimensions"][0]["Value"] == {"Ref": "QueryFunction"}
+    assert alarms["QueryLatencyAlarm"]["ExtendedStatistic"] == "p99"
     assert alarms["ConsumerErrorsAlarm"]["Dimensions"][0]["Value"] == {"Ref": "ConsumerFunction"}
     assert alarms["Ingest5xxAlarm"]["Dimensions"][0]["Value"] == {"Ref": "HttpApi"}
     # No lag figure at all means the mapping is not polling: that must alarm, not hide.
@@ -561,7 +582,9 @@ def test_given_the_dashboard_then_alarm_thresholds_are_drawn_and_its_url_is_an_o
 
 def test_given_the_outputs_then_api_url_function_names_and_layer_arn_are_there() -> None:
     outputs = TEMPLATE["Outputs"]
-    assert {"ApiUrl", "IngestFunctionName", "ConsumerFunctionName", "LayerArn"} <= set(outputs)
+    assert {
+        "ApiUrl", "IngestFunctionName", "ConsumerFunctionName", "QueryFunctionName", "LayerArn"
+    } <= set(outputs)  # fmt: skip
     assert outputs["LayerArn"]["Value"] == {"Ref": "PunkRecordsLayer"}
 
 
@@ -588,3 +611,15 @@ def test_given_a_linter_finding_suppressed_in_the_template_then_a_one_line_reaso
             assert "\n" not in comment.strip(), (name, skip["id"])
             suppressed += 1
     assert suppressed  # the check above is not vacuous
+
+
+def test_given_the_query_function_then_it_logs_in_with_its_own_secret_and_signs_cursors() -> None:
+    env = environment("QueryFunction")
+    assert env["DATABASE_SECRET_ARN"] == {"Ref": "QueryDatabaseSecretArn"}
+    assert env["CURSOR_KEY_SECRET_ARN"] == {"Ref": "CursorKeySecret"}
+    generated = RESOURCES["CursorKeySecret"]["Properties"]["GenerateSecretString"]
+    assert generated["GenerateStringKey"] == "key"
+    assert generated["PasswordLength"] >= 32
+    assert PARAMETERS["QueryTimeout"]["MaxValue"] < 30
+    migrate = environment("MigrateFunction")
+    assert migrate["QUERY_DATABASE_SECRET_ARN"] == {"Ref": "QueryDatabaseSecretArn"}

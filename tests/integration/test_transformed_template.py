@@ -22,6 +22,7 @@ REQUIRED = {
     "SecurityGroupIds": ["sg-0a"],
     "DatabaseSecretArn": SECRET,
     "ApiTokensSecretArn": SECRET,
+    "QueryDatabaseSecretArn": SECRET,
 }
 MSK_IAM = {
     **REQUIRED,
@@ -75,8 +76,13 @@ def test_given_the_functions_then_those_that_touch_the_database_are_created_afte
     resources,
 ) -> None:
     functions = of_type(resources, "AWS::Lambda::Function")
-    assert set(functions) == {"IngestFunction", "ConsumerFunction", "MigrateFunction"}
-    for name in ("IngestFunction", "ConsumerFunction"):
+    assert set(functions) == {
+        "IngestFunction",
+        "ConsumerFunction",
+        "QueryFunction",
+        "MigrateFunction",
+    }
+    for name in ("IngestFunction", "ConsumerFunction", "QueryFunction"):
         assert "Migrations" in json.dumps(functions[name].get("DependsOn")), name
     assert "DependsOn" not in functions["MigrateFunction"]
     for name, mapping in of_type(resources, "AWS::Lambda::EventSourceMapping").items():
@@ -111,7 +117,7 @@ def test_given_the_roles_then_no_managed_msk_policy_and_no_describe_cluster_for_
 
 def test_given_the_log_groups_then_every_one_is_retained(resources) -> None:
     groups = of_type(resources, "AWS::Logs::LogGroup")
-    assert len(groups) == 4
+    assert len(groups) == 5
     for name, group in groups.items():
         assert (group["DeletionPolicy"], group["UpdateReplacePolicy"]) == ("Retain", "Retain"), name
 

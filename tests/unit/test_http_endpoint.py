@@ -10,14 +10,17 @@ from typing import Any
 import pytest
 
 from local.http_endpoint import (
+    ROUTE_KEYS,
     ApiInfo,
     build_event,
+    dispatch,
     handle_request,
     is_text_content_type,
     match_route,
     response_from_result,
 )
 from local.invoker import FunctionError
+from local.template import http_routes, load_template
 
 NOW = datetime(2026, 11, 26, 6, 0, 1, 234000, tzinfo=UTC)
 
@@ -78,7 +81,12 @@ def request(invoke: Any, method: str, target: str, body: bytes = b"", **kwargs: 
         ("POST", "/events", "POST /events"),
         ("post", "/events", "POST /events"),
         ("GET", "/health", "GET /health"),
-        ("GET", "/events", None),
+        ("GET", "/events", "GET /events"),
+        ("GET", "/events/3f1c", "GET /events/{event_id}"),
+        ("GET", "/events/", None),
+        ("GET", "/events/a/b", None),
+        ("GET", "/dead-letters", "GET /dead-letters"),
+        ("PUT", "/events", None),
         ("POST", "/events/", None),
         ("POST", "/Events", None),
         ("DELETE", "/health", None),
@@ -88,6 +96,33 @@ def test_given_the_template_routes_when_matching_then_only_exact_method_and_path
     method: str, path: str, expected: str | None
 ) -> None:
     assert match_route(method, path) == expected
+
+
+def test_given_the_template_then_the_endpoint_knows_exactly_its_http_api_routes() -> None:
+    assert set(ROUTE_KEYS) == set(http_routes(load_template()))
+
+
+def test_given_a_route_with_a_parameter_when_requested_then_the_event_carries_it() -> None:
+    event = build_event(
+        method="GET", target="/events/abc%2Fd?x=1", headers=[], body=b"", source_ip="127.0.0.1",
+        route_key="GET /events/{event_id}", server_port=3000,
+    )  # fmt: skip
+    assert event["pathParameters"] == {"event_id": "abc/d"}
+    assert event["routeKey"] == "GET /events/{event_id}"
+    plain = build_event(
+        method="GET", target="/events", headers=[], body=b"", source_ip="127.0.0.1",
+        route_key="GET /events", server_port=3000,
+    )  # fmt: skip
+    assert "pathParameters" not in plain
+
+
+def test_given_routes_of_two_functions_when_dispatched_then_each_reaches_its_own() -> None:
+    ingest, query = Recorder({"statusCode": 202}), Recorder({"statusCode": 200})
+    invoke = dispatch({"POST /events": ingest, "GET /events": query})
+    invoke({"routeKey": "GET /events"})
+    invoke({"routeKey": "POST /events"})
+    assert len(query.events) == 1
+    assert len(ingest.events) == 1
 
 
 def test_given_an_unknown_route_when_requested_then_404_not_found_and_no_invocation() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
@@ -589,3 +590,64 @@ def test_given_each_apigw_sample_when_invoked_then_expected_status(
     event = json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
     status, _, body = invoke(ingest_app, event)
     assert status == EXPECTED_STATUS[name], body
+
+
+# ----------------------------------------------------------------------------- scoped tokens
+
+
+def _scoped(env: pytest.MonkeyPatch, workspaces: list[str], scopes: list[str]) -> str:
+    """Configure a token set with one token of these workspaces and scopes; return the token."""
+    token = "scoped-test-token"
+    entry = {
+        "id": "team-a",
+        "sha256": hashlib.sha256(token.encode()).hexdigest(),
+        "workspaces": workspaces,
+        "scopes": scopes,
+    }
+    env.setenv("API_TOKENS", json.dumps({"tokens": [entry]}))
+    bootstrap.reset()
+    return token
+
+
+def test_given_a_batch_partly_outside_the_workspaces_when_posted_then_403_and_nothing_produced(
+    ingest_app, env, producer, raw_logs
+):
+    token = _scoped(env, ["ws-a"], ["events:write"])
+    batch = [event_dict(workspace_id=ws) for ws in ("ws-a", "ws-b", "ws-a", "ws-b")]
+    status, _, body = invoke(ingest_app, post(batch, token=token))
+    assert status == 403
+    assert body["error"] == "workspace_forbidden"
+    assert [e["loc"] for e in body["errors"]] == [[1, "workspace_id"], [3, "workspace_id"]]
+    assert producer.calls == 0
+    (line,) = [r for r in parsed(raw_logs) if r["message"] == "ingest request"]
+    assert line["token_id"] == "team-a"
+    assert line["reason"] == "workspace_forbidden"
+    assert token not in raw_logs.getvalue()
+
+
+def test_given_a_single_event_outside_the_workspaces_when_posted_then_403_without_index(
+    ingest_app, env, producer
+):
+    token = _scoped(env, ["ws-a"], ["events:write"])
+    status, _, body = invoke(ingest_app, post(event_dict(workspace_id="ws-b"), token=token))
+    assert status == 403
+    assert body["errors"][0]["loc"] == ["workspace_id"]
+    assert producer.calls == 0
+
+
+def test_given_a_read_only_token_when_posting_then_403_names_the_scope_before_the_body_is_read(
+    ingest_app, env, producer
+):
+    token = _scoped(env, ["*"], ["events:read"])
+    status, _, body = invoke(ingest_app, post(None, token=token, raw="not json at all"))
+    assert status == 403
+    assert body["error"] == "missing_scope"
+    assert "events:write" in body["message"]
+
+
+def test_given_a_wildcard_writer_when_posting_anywhere_then_202(ingest_app, env, producer):
+    token = _scoped(env, ["*"], ["events:write"])
+    batch = [event_dict(workspace_id=ws) for ws in ("ws-a", "ws-z")]
+    status, _, body = invoke(ingest_app, post(batch, token=token))
+    assert status == 202
+    assert body["accepted"] == 2

@@ -10,11 +10,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from local.esm import mapping_settings
 from local.stack import Stack, sample_event, summary
 from local.template import TEMPLATE, TemplateError, load_template
 from punk_records import parse_event
+from punk_records.tokens import parse_api_tokens
 
 
 @pytest.fixture
@@ -95,7 +97,18 @@ def test_given_the_functions_env_when_written_then_it_is_in_the_sam_env_vars_for
 
     assert data["Parameters"]["DATABASE_URL"] == stack.postgres.dsn
     assert data["Parameters"]["KAFKA_BOOTSTRAP_SERVERS"] == stack.kafka.bootstrap
-    assert data["IngestFunction"]["API_TOKENS"] == stack.token()
+    # THEN both functions get the token set: the local token's hash, never the token
+    for function in ("IngestFunction", "QueryFunction"):
+        tokens = parse_api_tokens(data[function]["API_TOKENS"])
+        token = tokens.match(stack.token())
+        assert token is not None
+        assert token.all_workspaces
+        assert {"events:write", "events:read"} <= {s.value for s in token.scopes}
+        assert stack.token() not in data[function]["API_TOKENS"]
+    # AND the query function logs in as its own SELECT-only role, with a signing key
+    query = data["QueryFunction"]
+    assert conninfo_to_dict(query["DATABASE_URL"])["user"] == "punk_query"
+    assert len(query["CURSOR_KEY"]) >= 32
     assert stat.S_IMODE(stack.functions_env.stat().st_mode) == 0o600
 
 
@@ -110,6 +123,10 @@ def test_given_the_summary_when_printed_then_its_curl_sends_a_valid_envelope(
     assert f"Authorization: Bearer {stack.token()}" in text
     assert f"{stack.api_url}/events" in text
     assert stack.postgres.dsn in text
+    # AND a curl reads the sample's workspace back
+    read = re.search(r"curl -sS '([^']*/events\?[^']*)'", text)
+    assert read is not None
+    assert "workspace_id=ws-demo" in read.group(1)
 
 
 def test_given_two_samples_when_generated_then_each_is_a_new_valid_event() -> None:

@@ -28,6 +28,7 @@ BASE = {
     "SecurityGroupIds": "sg-0a",
     "DatabaseSecretArn": SECRET,
     "ApiTokensSecretArn": SECRET,
+    "QueryDatabaseSecretArn": SECRET,
 }
 
 

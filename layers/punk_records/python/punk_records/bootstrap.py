@@ -15,12 +15,14 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from punk_records.auth import TokenSource
 from punk_records.config import Settings
+from punk_records.tokens import TokenSource
 
 if TYPE_CHECKING:
+    from punk_records.cursor import CursorCodec
     from punk_records.health import HealthChecker, HealthReport
     from punk_records.producer import KafkaProbe, ProducerCache
+    from punk_records.read_store import ReadStore
     from punk_records.store import EventStore
 
 
@@ -37,6 +39,8 @@ class Container:
         self._probe: KafkaProbe | None = None
         self._store: EventStore | None = None
         self._health: HealthChecker | None = None
+        self._reader: ReadStore | None = None
+        self._cursors: CursorCodec | None = None
 
     def settings(self) -> Settings:
         """The settings, read once; raise ConfigurationError naming a bad variable."""
@@ -84,6 +88,38 @@ class Container:
                 )
             return self._store
 
+    def reader(self) -> ReadStore:
+        """The read API's queries, on the store's connection (the query function's store is
+        its read-only login)."""
+        with self._lock:
+            if self._reader is None:
+                from punk_records.read_store import ReadStore
+
+                self._reader = ReadStore(self.store())
+            return self._reader
+
+    def cursors(self) -> CursorCodec:
+        """The page-cursor signer (``CURSOR_KEY`` or its secret)."""
+        with self._lock:
+            if self._cursors is None:
+                from punk_records import aws_secrets
+                from punk_records.cursor import cursor_codec
+
+                self._cursors = cursor_codec(self.settings(), aws_secrets.read_json_secret)
+            return self._cursors
+
+    def provision_query_login(self) -> str | None:
+        """Create or update the query function's SELECT-only login from the secret in
+        ``QUERY_DATABASE_SECRET_ARN`` (the migrate step); None when that is not set."""
+        arn = self.settings().query_database_secret_arn
+        if not arn:
+            return None
+        from punk_records import aws_secrets
+        from punk_records.read_store import provision_reader_login
+
+        secret = aws_secrets.read_json_secret(arn)
+        return provision_reader_login(self.store().connection(), secret)
+
     def health_checks(self) -> dict[str, Callable[[], None]]:
         """The dependencies ``/health`` reports: Kafka topic metadata, PostgreSQL ``SELECT 1``."""
         from punk_records.health import check_postgres
@@ -108,7 +144,7 @@ class Container:
         """Close and forget every client and the settings; the next use rebuilds them."""
         with self._lock:
             producer, probe, store, health = self._producer, self._probe, self._store, self._health
-            self._settings = self._tokens = None
+            self._settings = self._tokens = self._reader = self._cursors = None
             self._producer = self._probe = self._store = self._health = None
         if producer is not None:
             producer.reset()

@@ -17,7 +17,7 @@ from punk_records.errors import ConfigurationError
 DEFAULT_TOPIC = "punk-records.events.v1"
 
 # The functions, by the name their template resource starts with (IngestFunction, ...).
-INGEST, CONSUMER, MIGRATE = "Ingest", "Consumer", "Migrate"
+INGEST, CONSUMER, MIGRATE, QUERY = "Ingest", "Consumer", "Migrate", "Query"
 
 
 def read_by(*functions: str) -> Any:
@@ -46,19 +46,22 @@ class Settings(BaseModel):
     aws_region: Annotated[str, read_by()] = "us-east-1"
 
     # PostgreSQL: a URL locally, an RDS-style JSON secret in AWS (the secret wins when set).
-    # The ingest function reads them for its health check.
-    database_url: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE)] = ""
-    database_secret_arn: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE)] = ""
-    database_connect_timeout_s: Annotated[int, read_by(INGEST, CONSUMER, MIGRATE)] = Field(
+    # The ingest function reads them for its health check; the query function's point at its
+    # read-only login.
+    database_url: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE, QUERY)] = ""
+    database_secret_arn: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE, QUERY)] = ""
+    database_connect_timeout_s: Annotated[int, read_by(INGEST, CONSUMER, MIGRATE, QUERY)] = Field(
         default=5, ge=1, le=60
     )
     # An RDS Proxy endpoint to connect to instead of the secret's host (same credentials).
     database_proxy_endpoint: Annotated[str, read_by(INGEST, CONSUMER)] = ""
+    # The query function's login (RDS-style secret): the migrate step creates it, SELECT only.
+    query_database_secret_arn: Annotated[str, read_by(MIGRATE)] = ""
 
-    # Ingest API
-    api_tokens: Annotated[str, read_by(INGEST)] = ""
-    api_tokens_secret_arn: Annotated[str, read_by(INGEST)] = ""
-    api_tokens_cache_s: Annotated[int, read_by(INGEST)] = Field(default=60, ge=0, le=3_600)
+    # API tokens (docs/tokens.md): the JSON token set locally, the secret in AWS
+    api_tokens: Annotated[str, read_by(INGEST, QUERY)] = ""
+    api_tokens_secret_arn: Annotated[str, read_by(INGEST, QUERY)] = ""
+    api_tokens_cache_s: Annotated[int, read_by(INGEST, QUERY)] = Field(default=60, ge=0, le=3_600)
     max_batch_events: Annotated[int, read_by(INGEST)] = Field(default=500, ge=1, le=10_000)
     max_body_bytes: Annotated[int, read_by(INGEST)] = Field(
         default=1_048_576, ge=1_024, le=6_000_000
@@ -75,6 +78,11 @@ class Settings(BaseModel):
     def _trim_servers(cls, value: str) -> str:
         """``"a:9092, b:9092"`` -> ``"a:9092,b:9092"``: spaces around entries are noise."""
         return ",".join(part.strip() for part in value.split(",") if part.strip())
+
+    # Query API: the key that signs page cursors, the same in every container. A secret
+    # {"key": "..."} in AWS, a string locally (the secret wins when set).
+    cursor_key: Annotated[str, read_by(QUERY)] = ""
+    cursor_key_secret_arn: Annotated[str, read_by(QUERY)] = ""
 
     @classmethod
     def variables_read_by(cls, function: str) -> set[str]:

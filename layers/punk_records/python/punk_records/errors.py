@@ -89,6 +89,53 @@ class Unauthorized(RequestRejected):
         return {"WWW-Authenticate": self.challenge}
 
 
+class Forbidden(RequestRejected):
+    """The token is valid but may not do this. ``errors`` (``{loc, msg, type}``) names the
+    offending items of a batch; it is empty otherwise."""
+
+    status = 403
+    code = "forbidden"
+
+    def __init__(self, message: str, errors: Sequence[dict[str, Any]] = ()) -> None:
+        self.errors = list(errors)
+        super().__init__(message)
+
+
+class MissingScope(Forbidden):
+    """The token lacks the scope the route needs; the message names it."""
+
+    code = "missing_scope"
+
+
+class WorkspaceForbidden(Forbidden):
+    """The token may not use a workspace of the request (for a batch: each one, by index)."""
+
+    code = "workspace_forbidden"
+
+
+class InvalidQuery(RequestRejected):
+    """Query or path parameters are missing, unknown or invalid; ``errors`` lists each."""
+
+    code = "invalid_query"
+
+    def __init__(self, errors: Sequence[dict[str, Any]]) -> None:
+        self.errors = list(errors)
+        super().__init__(f"{len(self.errors)} invalid parameter(s)")
+
+
+class InvalidCursor(RequestRejected):
+    """The page cursor was altered, or belongs to another query or workspace."""
+
+    code = "invalid_cursor"
+
+
+class NotFound(RequestRejected):
+    """No such resource (an event id that is not stored)."""
+
+    status = 404
+    code = "not_found"
+
+
 class ProduceError(PunkRecordsError):
     """Kafka did not acknowledge every record in time. ``not_acked`` lists their event ids."""
 

@@ -21,7 +21,9 @@ from pydantic import BaseModel, Field
 
 from punk_records.envelope import Envelope, plain_json
 from punk_records.errors import (
+    Forbidden,
     InvalidEnvelope,
+    InvalidQuery,
     MalformedJson,
     PunkRecordsError,
     TooLarge,
@@ -59,7 +61,9 @@ class ErrorBody(BaseModel):
     error: str = Field(description="Machine-readable reason, e.g. invalid_envelope.")
     message: str = Field(description="What went wrong, for humans.")
     errors: list[FieldError] | None = Field(
-        default=None, description="Every validation error (400 invalid_envelope only)."
+        default=None,
+        description="Every error, each with its location: 400 invalid_envelope and "
+        "invalid_query, 403 workspace_forbidden (one per offending batch item).",
     )
 
 
@@ -77,7 +81,7 @@ def error_body(exc: BaseException) -> ErrorBody:
     if not isinstance(exc, PunkRecordsError):
         return ErrorBody(error=PunkRecordsError.code, message="internal error")
     errors = None
-    if isinstance(exc, InvalidEnvelope):
+    if isinstance(exc, InvalidEnvelope | InvalidQuery | Forbidden) and exc.errors:
         errors = [FieldError.model_validate(e) for e in exc.errors]
     return ErrorBody(error=exc.code, message=exc.client_message(), errors=errors)
 
@@ -159,7 +163,7 @@ def read_json(
     return JsonDocument(document, len(raw), plain_json(text, document))
 
 
-def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its ``$defs`` references inlined: an OpenAPI document resolves ``$ref``
     against its own root, where pydantic's ``#/$defs/...`` do not exist."""
     defs = schema.pop("$defs", {})
@@ -177,7 +181,7 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
     return inlined
 
 
-def _response(description: str, model: type[BaseModel], **headers: str) -> dict[str, Any]:
+def response_doc(description: str, model: type[BaseModel], **headers: str) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"model": model}},
@@ -191,7 +195,7 @@ def _response(description: str, model: type[BaseModel], **headers: str) -> dict[
 
 
 _ENVELOPE_SCHEMA = {
-    **_inline(Envelope.model_json_schema()),
+    **inline_refs(Envelope.model_json_schema()),
     "description": "One event; unknown fields are rejected (see the envelope contract).",
 }
 
@@ -232,21 +236,27 @@ POST_EVENTS_OPENAPI: dict[str, Any] = {
         }
     },
     "responses": {
-        202: _response("Every event acknowledged by Kafka.", Accepted),
-        400: _response(
+        202: response_doc("Every event acknowledged by Kafka.", Accepted),
+        400: response_doc(
             "Malformed JSON (`malformed_json`) or invalid events "
             "(`invalid_envelope`, every error listed); nothing produced.",
             ErrorBody,
         ),
-        401: _response(
+        401: response_doc(
             "Missing or invalid bearer token; the body was not read.",
             ErrorBody,
             **{"WWW-Authenticate": "`Bearer` challenge (RFC 6750)."},
         ),
-        413: _response("Body over MAX_BODY_BYTES or batch over MAX_BATCH_EVENTS.", ErrorBody),
-        415: _response("Content-Type is not application/json.", ErrorBody),
-        500: _response("Unexpected server error (generic body).", ErrorBody),
-        503: _response(
+        403: response_doc(
+            "The token lacks `events:write` (`missing_scope`), or may not write to the "
+            "workspace of some events (`workspace_forbidden`, one error per offending item, "
+            "`loc` starting with its index); nothing produced.",
+            ErrorBody,
+        ),
+        413: response_doc("Body over MAX_BODY_BYTES or batch over MAX_BATCH_EVENTS.", ErrorBody),
+        415: response_doc("Content-Type is not application/json.", ErrorBody),
+        500: response_doc("Unexpected server error (generic body).", ErrorBody),
+        503: response_doc(
             "Kafka did not acknowledge every event in time, or the API tokens could "
             "not be read; retry the whole request.",
             ErrorBody,

@@ -8,7 +8,7 @@ a :class:`JsonDocument` and renders the outcome or the error.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +17,7 @@ from uuid import UUID
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, Field
 
+from punk_records.auth import authorize
 from punk_records.config import Settings
 from punk_records.envelope import Envelope, parse_batch, parse_event
 from punk_records.errors import (
@@ -28,6 +29,7 @@ from punk_records.errors import (
 )
 from punk_records.observability import NAMESPACE, SERVICE, logger, metrics
 from punk_records.ports import Producer
+from punk_records.tokens import Scope, Token, TokenSource
 
 # Validation errors echoed into the log line (the response always carries all of them).
 _LOGGED_ERRORS = 20
@@ -94,10 +96,12 @@ class RequestLog:
     started: float = field(default_factory=time.perf_counter)
     count: int | None = None
     trace_ids: list[str] = field(default_factory=list)
+    token_id: str | None = None
 
     def fields(self, outcome: str, **extra: Any) -> dict[str, Any]:
         return {
             "request_id": self.request_id,
+            "token_id": self.token_id,
             "outcome": outcome,
             "count": self.count,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
@@ -147,19 +151,35 @@ def request_log(request_id: str) -> Iterator[RequestLog]:
     logger.info("ingest request", extra=log.fields("accepted"))
 
 
+def writer(headers: Mapping[str, str], tokens: TokenSource, log: RequestLog) -> Token:
+    """The request's token, once it may write at all: raise Unauthorized or MissingScope
+    (``events:write``) before the body is looked at. The log line names the token's id."""
+    token = authorize(headers, tokens)
+    log.token_id = token.id
+    token.require_scope(Scope.EVENTS_WRITE)
+    return token
+
+
 def accept_events(
-    document: JsonDocument, settings: Settings, producer: Producer, log: RequestLog | None = None
+    document: JsonDocument,
+    settings: Settings,
+    producer: Producer,
+    token: Token,
+    log: RequestLog | None = None,
 ) -> Accepted:
     """Validate, redact and produce ``document``; return Accepted only once Kafka acknowledged
     every event.
 
-    Raise TooLarge or InvalidEnvelope (nothing produced), ProduceError when Kafka did not
-    acknowledge every record.
+    Raise TooLarge or InvalidEnvelope, then WorkspaceForbidden naming every event whose
+    workspace ``token`` may not write (nothing produced in all three cases); ProduceError when
+    Kafka did not acknowledge every record.
     """
     log = log or RequestLog("")
     items = _items(document.value)
     log.count, log.trace_ids = len(items), _trace_ids(items)
     envelopes = envelopes_of(document.value, document.size, settings, document.plain)
+    single = isinstance(document.value, dict) and "events" not in document.value
+    token.require_workspaces([env.workspace_id for env in envelopes], batch=not single)
     metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(envelopes))
     clean = [env.redacted() for env in envelopes]
     started = time.perf_counter()
