@@ -86,6 +86,11 @@ def handler(event, context):
 """,
 }
 
+# The query function has the ingest function's decorators and resolver; only its route differs.
+_MINIMAL["query"] = _MINIMAL["ingest"].replace(
+    '@app.post("/events")\ndef post_events()', '@app.get("/events")\ndef get_events()'
+)
+
 
 def minimal_template(name: str, directory: Path) -> Path:
     """A copy of template.yaml whose ``name`` function runs the minimal handler instead."""

@@ -33,6 +33,7 @@ REQUIRED_KEYS = {
     "consumer_peak_rss_mb",
     "init_ratio_vs_minimal_ingest",
     "init_ratio_vs_minimal_consumer",
+    "init_ratio_vs_minimal_query",
     "redaction_recall",
     "redaction_false_positive_rate",
     "redaction_us_p50",

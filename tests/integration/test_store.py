@@ -41,6 +41,8 @@ def test_given_fresh_database_when_migrated_then_tables_and_indexes_exist(postgr
         ).fetchone()
     assert indexes == {
         "events_pkey",
+        "events_workspace_ts_idx",
+        "events_workspace_type_ts_idx",
         "events_workspace_ts_id_idx",
         "events_workspace_type_ts_id_idx",
         "events_workspace_satellite_ts_id_idx",
