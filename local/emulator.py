@@ -215,6 +215,19 @@ class LambdaFunction:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
+    @property
+    def pid(self) -> int | None:
+        """The emulator's process id (its process group), or None when not started."""
+        return None if self._process is None else self._process.pid
+
+    def alive(self) -> bool:
+        """Whether the emulator process is still running (a crashed or killed one is not)."""
+        return self._process is not None and self._process.poll() is None
+
+    def exit_status(self) -> int | None:
+        """The emulator's exit status once it has exited (negative: killed by that signal)."""
+        return None if self._process is None else self._process.poll()
+
     def _listening(self) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.2)

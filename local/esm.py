@@ -155,6 +155,23 @@ def failed_offsets(result: Any, records: Sequence[ConsumerRecord]) -> dict[tuple
     return failed
 
 
+def rewind(consumer: KafkaConsumer, batch: Sequence[ConsumerRecord]) -> None:
+    """Seek each partition of an undelivered ``batch`` that is still assigned back to the
+    batch's first record. A rebalance that hands a member its own partitions back keeps their
+    positions, past the dropped batch: without this, its records would never be delivered."""
+    from kafka.structs import TopicPartition
+
+    first: dict[tuple[str, int], int] = {}
+    for r in batch:
+        key = (r.topic, r.partition)
+        first[key] = min(first.get(key, r.offset), r.offset)
+    assigned = consumer.assignment()
+    for (topic, partition), offset in first.items():
+        tp = TopicPartition(topic, partition)
+        if tp in assigned:
+            consumer.seek(tp, offset)
+
+
 def describe(records: Sequence[ConsumerRecord]) -> str:
     """``topic-0:10..59,topic-1:3..3``: the offset range per partition, for the batch log line."""
     ranges: dict[str, list[int]] = {}
@@ -269,7 +286,11 @@ class KafkaEventSourceMapping:
         attempt = 0
         while not stop.is_set():
             if generation != self._generation:
-                log.info("batch %s dropped: partitions were reassigned", describe(batch))
+                rewind(consumer, batch)
+                log.info(
+                    "batch %s dropped: partitions were reassigned; what stays ours is re-read",
+                    describe(batch),
+                )
                 return
             attempt += 1
             started = time.monotonic()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from local.invoker import FunctionError, Invoke, InvokerPool, emulated
+from local.invoker import FunctionError, Invoke, instance_pool
 
 log = logging.getLogger("local.http_endpoint")
 
@@ -37,6 +37,12 @@ ROUTE_KEYS = (
 
 # HTTP API quota: the request payload is capped at 10 MB (hard limit).
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
+# Lambda's synchronous invoke payload: the event sent to the function is capped at 6 MB.
+MAX_INVOKE_BYTES = 6 * 1024 * 1024
+# Like API Gateway's front door: many connections may wait to be accepted, none for ever.
+LISTEN_BACKLOG = 1024
+IDLE_TIMEOUT_S = 60.0  # an open connection with no request arriving
+READ_TIMEOUT_S = 30.0  # a request whose headers or body stop arriving
 
 # Content types HTTP APIs hand to Lambda as text; every other body (a missing Content-Type
 # included) arrives base64-encoded with isBase64Encoded true.
@@ -128,6 +134,16 @@ def is_text_content_type(content_type: str | None) -> bool:
         return False
     mime = content_type.split(";", 1)[0].strip().lower()
     return mime.startswith("text/") or mime in _TEXT_TYPES
+
+
+def _utf8(body: bytes) -> bool:
+    """Whether ``body`` is valid UTF-8. A text body that is not is passed base64-encoded, so
+    the function sees the bytes as sent (and can refuse them) rather than replacement marks."""
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _request_time(now: datetime) -> str:
@@ -222,11 +238,9 @@ def build_event(
         "time": _request_time(now),
         "timeEpoch": int(now.timestamp() * 1000),
     }
-    binary = bool(body) and not is_text_content_type(merged.get("content-type"))
+    binary = bool(body) and not (is_text_content_type(merged.get("content-type")) and _utf8(body))
     if body:
-        event["body"] = (
-            base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace")
-        )
+        event["body"] = base64.b64encode(body).decode() if binary else body.decode()
     event["isBase64Encoded"] = binary
     return event
 
@@ -291,7 +305,7 @@ def handle_request(
             protocol=protocol,
         )
         try:
-            response = response_from_result(invoke(event))
+            response = _invoke_within_limit(invoke, event)
         except FunctionError as exc:
             log.warning("function error for request %s: %s", request_id, exc)
             response = gateway_error(500, "Internal Server Error")
@@ -299,8 +313,20 @@ def handle_request(
     return response
 
 
+def _invoke_within_limit(invoke: Invoke, event: dict[str, Any]) -> HttpResponse:
+    """Invoke with ``event`` unless it exceeds Lambda's 6 MB payload: then, as API Gateway,
+    ``413 {"message":"Request Too Long"}`` without invoking."""
+    size = len(json.dumps(event, separators=(",", ":")).encode())
+    if size > MAX_INVOKE_BYTES:
+        return gateway_error(413, "Request Too Long")
+    return response_from_result(invoke(event))
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The socket timeout while a request's line, headers and body arrive; between requests on
+    # a kept-alive connection, the idle timeout applies (see handle_one_request).
+    timeout = READ_TIMEOUT_S
 
     def version_string(self) -> str:
         return "punk-local-apigw"
@@ -311,7 +337,8 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         try:
             body = self._read_body()
-        except ValueError:
+        except (ValueError, TimeoutError):
+            # Also a body shorter than its Content-Length that stops arriving: never a hang.
             self._send(gateway_error(400, "Bad Request"))
             self.close_connection = True
             return
@@ -344,7 +371,21 @@ class _Handler(BaseHTTPRequestHandler):
             response.header("apigw-requestid"),
         )
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
+    def handle_one_request(self) -> None:
+        """Wait at most the idle timeout for a request to start, then the read timeout."""
+        self.connection.settimeout(self.server.idle_timeout_s)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        self.connection.settimeout(self.server.read_timeout_s)
+        return super().parse_request()
+
+    def __getattr__(self, name: str) -> Any:
+        # Every method reaches the router, which answers 404 for what no route takes (TRACE,
+        # CONNECT, made-up ones), as API Gateway does, instead of http.server's 501 page.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def _read_body(self) -> bytes | None:
         """The request body (plain or chunked); None when it exceeds the gateway's limit."""
@@ -367,7 +408,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError(length)
         if length > MAX_REQUEST_BYTES:
             return None
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the client closed before sending all it announced
+            raise ValueError(length)
+        return body
 
     def _send(self, response: HttpResponse) -> None:
         self.send_response(response.status)
@@ -387,10 +431,20 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], invoke: Invoke, api: ApiInfo) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        invoke: Invoke,
+        api: ApiInfo,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        read_timeout_s: float = READ_TIMEOUT_S,
+    ) -> None:
         self.invoke = invoke
         self.api = api
+        self.idle_timeout_s = idle_timeout_s
+        self.read_timeout_s = read_timeout_s
         super().__init__(address, _Handler)
 
 
@@ -403,8 +457,10 @@ class HttpEndpoint:
         port: int = 0,
         host: str = "127.0.0.1",
         api: ApiInfo = ApiInfo(),
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ) -> None:
-        self._server = _Server((host, port), invoke, api)
+        self._server = _Server((host, port), invoke, api, idle_timeout_s, read_timeout_s)
         self._thread: threading.Thread | None = None
 
     @property
@@ -435,6 +491,13 @@ class HttpEndpoint:
 # ---------------------------------------------------------------------------- CLI
 
 
+def _state_file(state_dir: Path | None, function: str) -> Path | None:
+    if state_dir is None:
+        return None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return state_dir / f"{function}.instances.json"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the HTTP API in front of functions under the emulator until SIGTERM/SIGINT."""
     from local.template import http_routes, load_template
@@ -448,6 +511,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--env-vars", type=Path, help="env file in the sam --env-vars format")
     parser.add_argument("--concurrency", type=int, default=2, help="instances per function")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="kept up to date with each function's instances and restarts "
+        "(<dir>/<function>.instances.json)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     functions = args.function or ["IngestFunction"]
@@ -458,8 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with contextlib.ExitStack() as stack:
         pools = {
-            fn: InvokerPool(
-                stack.enter_context(emulated(fn, count=args.concurrency, env_vars=args.env_vars))
+            fn: stack.enter_context(
+                instance_pool(fn, args.concurrency, args.env_vars, _state_file(args.state_dir, fn))
             )
             for fn in functions
         }

@@ -305,14 +305,34 @@ class Kafka:
             self._proc = None
         self.pid_file.unlink(missing_ok=True)
 
-    def create_topic(self, name: str, partitions: int = 1, timeout: float = 30) -> None:
-        """Create ``name`` unless it exists, then wait until every partition has a leader."""
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        timeout: float = 30,
+        configs: dict[str, str] | None = None,
+    ) -> None:
+        """Create ``name`` unless it exists (then set ``configs`` on it), and wait until every
+        partition has a leader."""
+        from kafka.admin import ConfigResource, ConfigResourceType
         from kafka.errors import TopicAlreadyExistsError
 
+        spec = {"num_partitions": partitions, "replication_factor": 1, "configs": configs or {}}
         with self._admin() as admin:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}})
+            try:
+                admin.create_topics({name: spec})
+            except TopicAlreadyExistsError:
+                if configs:
+                    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs)])
             admin.wait_for_topics([name], timeout_ms=int(timeout * 1000))
+
+    def topic_configs(self, name: str) -> dict[str, str]:
+        """The topic's configuration, as the broker describes it."""
+        from kafka.admin import ConfigResource, ConfigResourceType
+
+        with self._admin() as admin:
+            described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+        return {key: entry["value"] for key, entry in described["topic"][name].items()}
 
     def delete_topic(self, name: str, timeout: float = 30) -> None:
         """Delete ``name`` if it exists and wait until it is gone from the metadata."""

@@ -50,6 +50,9 @@ QUERY_LOGIN = "punk_query"
 LOCAL_TOKEN_ID = "local"  # noqa: S105 (the id shown in logs, not a token)
 LOCAL_SCOPES = ("events:write", "events:read", "dead_letters:read")
 READY_TIMEOUT_S = 120
+# The functions' default MAX_RECORD_BYTES (punk_records.config), which the topic must take. This
+# process does not import the layer package: like Lambda, only the functions see it.
+DEFAULT_MAX_RECORD_BYTES = 1_048_576
 
 
 class StackError(RuntimeError):
@@ -87,8 +90,17 @@ class Stack:
         self.env_file = self.root / "stack.env"
         self.functions_env = self.root / "functions.env.json"
         self.esm_ready = self.root / "esm.ready"
+        self.api_instances = self.root / "api.instances.json"
         self.api = Daemon("api", self.root / "api.pid", self.logs / "api.log", str(self.root))
         self.esm = Daemon("esm", self.root / "esm.pid", self.logs / "esm.log", str(self.root))
+
+    @property
+    def max_record_bytes(self) -> int:
+        """``MAX_RECORD_BYTES`` from this environment (or its default): the topic's limit."""
+        value = os.environ.get("MAX_RECORD_BYTES", str(DEFAULT_MAX_RECORD_BYTES))
+        if not value.isdigit():
+            raise StackError(f"MAX_RECORD_BYTES must be a number of bytes, not {value!r}")
+        return int(value)
 
     # -- state kept across runs
     def _state(self) -> dict[str, Any]:
@@ -167,6 +179,7 @@ class Stack:
                 "KAFKA_TOPIC": TOPIC,
                 "KAFKA_AUTH_MODE": "none",
                 "DATABASE_URL": self.postgres.dsn,
+                "MAX_RECORD_BYTES": str(self.max_record_bytes),
             },
             INGEST_FUNCTION: {"API_TOKENS": self.api_tokens()},
             CONSUMER_FUNCTION: {},
@@ -226,8 +239,10 @@ class Stack:
         return f"{'already running' if reused else 'started'} on 127.0.0.1:{self.postgres.port}"
 
     def _create_topic(self) -> str:
-        self.kafka.create_topic(TOPIC, partitions=PARTITIONS)
-        return f"{PARTITIONS} partitions"
+        # The broker must take every record the producer may send (MAX_RECORD_BYTES).
+        limit = str(self.max_record_bytes)
+        self.kafka.create_topic(TOPIC, PARTITIONS, configs={"max.message.bytes": limit})
+        return f"{PARTITIONS} partitions, max.message.bytes {limit}"
 
     def _migrate(self) -> str:
         # In a child with the layer on PYTHONPATH, the way Lambda imports the package.
@@ -264,6 +279,8 @@ class Stack:
                 QUERY_FUNCTION,
                 "--env-vars",
                 str(self.functions_env),
+                "--state-file",
+                str(self.api_instances),
             ],
             self._child_env(),
         )
@@ -336,17 +353,30 @@ class Stack:
         self.esm_ready.unlink(missing_ok=True)
         stop_all([("Kafka", self.kafka.stop), ("PostgreSQL", self.postgres.stop)])
 
+    def instances(self) -> dict[str, Any]:
+        """The ingest function's instances behind the HTTP API and how often one was replaced
+        (``{"restarts": n, "instances": [{"number", "pid", "started", "invocations"}]}``)."""
+        try:
+            return json.loads(self.api_instances.read_text())
+        except (OSError, ValueError):
+            return {"restarts": 0, "instances": []}
+
     def status(self) -> dict[str, tuple[bool, str]]:
         """Each part: (running, where)."""
         port = self._state().get("api_port")
         api_pid, esm_pid = self.api.pid(), self.esm.pid()
+        api = f"http://127.0.0.1:{port}"
+        if api_pid:
+            pool = self.instances()
+            pids = ", ".join(str(i["pid"]) for i in pool["instances"])
+            api += (
+                f" (pid {api_pid}); {len(pool['instances'])} ingest instances (pids {pids}), "
+                f"restarts {pool['restarts']}"
+            )
         return {
             "kafka": (self.kafka.is_running(), self.kafka.bootstrap),
             "postgres": (self.postgres.is_running(), self.postgres.dsn),
-            "api": (
-                api_pid is not None,
-                f"http://127.0.0.1:{port}" + (f" (pid {api_pid})" if api_pid else ""),
-            ),
+            "api": (api_pid is not None, api),
             "esm": (
                 esm_pid is not None,
                 f"topic {TOPIC}" + (f" (pid {esm_pid})" if esm_pid else ""),

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Loaded at init, not by the first batch: every batch needs psycopg.
 import punk_records.store  # noqa: F401
+from punk_records.acceptance import Limits
 from punk_records.bootstrap import container
 from punk_records.consumer import BatchOutcome, KafkaRecord, consume
 from punk_records.errors import PunkRecordsError
@@ -30,7 +31,7 @@ from punk_records.observability import logger, metrics, tracer
 def handler(event: KafkaEvent, context: LambdaContext) -> dict[str, Any]:
     """Store the batch; return the "every record succeeded" response or raise to be retried."""
     try:
-        outcome = consume(records(event), container.store(), container.settings().max_payload_bytes)
+        outcome = consume(records(event), container.store(), Limits.of(container.settings()))
     except Exception as exc:
         # Whatever failed, the ESM redelivers the batch: count it, say why, let it propagate.
         # Only our own errors are quoted; a driver's message may echo row data.

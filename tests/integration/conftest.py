@@ -17,7 +17,9 @@ import pytest
 
 from local.kafka_service import Kafka
 from local.postgres_service import Postgres
+from local.stack import Stack
 from punk_records import migrations
+from tests.integration.stack_util import running_stack
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -72,3 +74,11 @@ def db(postgres: Postgres) -> Iterator[psycopg.Connection]:
     with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE events, dead_letters")
         yield conn
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[Stack]:
+    """The whole local stack (``make up``), shared by the fault, limit and fuzzing tests; each
+    fault test heals what it broke."""
+    with running_stack("punk-records-stack-") as running:
+        yield running

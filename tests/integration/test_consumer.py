@@ -17,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from local.samples import kafka as samples
 from punk_records import bootstrap
+from punk_records.acceptance import accept_all
 from punk_records.config import Settings
 from punk_records.errors import StoreUnavailable
 from punk_records.producer import ProducerCache
@@ -296,7 +297,7 @@ def test_given_records_from_the_real_broker_when_delivered_then_stored_with_thei
         {"kafka_bootstrap_servers": kafka.bootstrap, "kafka_topic": topic}
     )
     producer = ProducerCache(settings)
-    producer.produce(envelopes)
+    producer.produce(accept_all(envelopes))
     producer.reset()
     raw = KafkaProducer(bootstrap_servers=kafka.bootstrap)
     raw.send(topic, key=b"ws-0", value=b"\xc3\x28 broken UTF-8").get(timeout=10)

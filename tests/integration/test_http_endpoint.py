@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from local.http_endpoint import HttpEndpoint
-from local.invoker import InvokerPool
+from local.invoker import InstancePool
+from tests.instances import fakes
 
 pytestmark = pytest.mark.integration
 
@@ -110,12 +111,14 @@ def test_given_two_instances_when_two_requests_arrive_together_then_both_run_at_
         conn.request("GET", "/health")
         statuses.append(conn.getresponse().status)
 
-    with HttpEndpoint(InvokerPool([meet, meet])) as server:
+    pool = InstancePool(fakes(meet), 2)
+    with HttpEndpoint(pool) as server:
         threads = [threading.Thread(target=call, args=(server,)) for _ in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=10)
+    pool.close()
 
     assert statuses == [200, 200]
 

@@ -47,3 +47,10 @@ def test_given_invalid_secret_like_value_then_it_is_not_echoed():
     with pytest.raises(ConfigurationError) as caught:
         Settings.from_env({"KAFKA_PRODUCE_TIMEOUT_MS": "s3cr3t-value"})
     assert "s3cr3t-value" not in str(caught.value)
+
+
+def test_the_local_stack_creates_its_topic_for_the_functions_default_record_limit() -> None:
+    from local.stack import DEFAULT_MAX_RECORD_BYTES
+    from punk_records.config import Settings
+
+    assert Settings().max_record_bytes == DEFAULT_MAX_RECORD_BYTES

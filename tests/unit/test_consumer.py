@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from punk_records.acceptance import DEFAULT_LIMITS, Limits
 from punk_records.consumer import (
     BatchOutcome,
     ClassifiedBatch,
@@ -62,9 +63,9 @@ def value_of(**overrides: object) -> bytes:
     return json.dumps(event_dict(**overrides)).encode()
 
 
-def poison_reason(value: bytes | None, max_payload_bytes: int = 262_144) -> str:
+def poison_reason(value: bytes | None, limits: Limits = DEFAULT_LIMITS) -> str:
     store = FakeStore()
-    consume([kafka_record(value)], store, max_payload_bytes)
+    consume([kafka_record(value)], store, limits)
     (letter,) = store.letters.values()
     return letter.error
 
@@ -115,9 +116,14 @@ def test_given_poison_value_when_consumed_then_dead_lettered_with_readable_reaso
 
 
 def test_given_payload_over_the_limit_when_consumed_then_dead_lettered_as_too_large():
-    reason = poison_reason(value_of(payload={"blob": "x" * 2_000}), max_payload_bytes=1_024)
+    reason = poison_reason(value_of(payload={"blob": "x" * 2_000}), Limits(1_024, 8_192))
     assert reason.startswith("not a valid envelope: payload: ")
     assert "the limit is 1024" in reason
+
+
+def test_given_record_over_the_limit_when_consumed_then_dead_lettered_naming_the_limit():
+    reason = poison_reason(value_of(payload={"blob": "x" * 2_000}), Limits(4_096, 2_048))
+    assert "the limit is 2048 (MAX_RECORD_BYTES)" in reason
 
 
 def test_given_escaped_backslash_u0000_text_when_classified_then_not_poison():

@@ -7,7 +7,7 @@ import base64
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
-from local.esm import InvalidBatchResponse, build_event, describe, failed_offsets
+from local.esm import InvalidBatchResponse, build_event, describe, failed_offsets, rewind
 
 
 def kafka_record(
@@ -124,3 +124,32 @@ def test_given_a_batch_when_described_then_offset_ranges_per_partition_are_liste
     ]
 
     assert describe(records) == "punk-records.events.v1-0:4..6,punk-records.events.v1-2:9..9"
+
+
+class RebalancedConsumer:
+    """What ``rewind`` needs of a KafkaConsumer: its assignment, and seeks recorded."""
+
+    def __init__(self, assigned: set) -> None:
+        self.assigned = assigned
+        self.seeks: dict = {}
+
+    def assignment(self) -> set:
+        return self.assigned
+
+    def seek(self, tp, offset: int) -> None:
+        self.seeks[tp] = offset
+
+
+def test_given_a_dropped_batch_when_rewound_then_partitions_still_ours_are_read_again() -> None:
+    # The broker restarted, the group lost and regained the same partitions: the consumer's
+    # positions are past the dropped batch, whose records would otherwise never be delivered.
+    from kafka.structs import TopicPartition
+
+    batch = [kafka_record(partition=p, offset=o) for p in (0, 1) for o in (7, 8)]
+    batch.append(kafka_record(partition=2, offset=3))
+    topic = "punk-records.events.v1"
+    consumer = RebalancedConsumer({TopicPartition(topic, 0), TopicPartition(topic, 2)})
+
+    rewind(consumer, batch)
+
+    assert consumer.seeks == {TopicPartition(topic, 0): 7, TopicPartition(topic, 2): 3}

@@ -19,6 +19,7 @@ from local.openapi import load_app
 from local.samples import render
 from local.samples.apigw import DEV_TOKEN, EXPECTED_STATUS, request, samples
 from punk_records import bootstrap
+from punk_records.acceptance import Record
 from punk_records.envelope import Envelope
 from punk_records.errors import ProduceError, SecretUnavailable
 from punk_records.health import DependencyDown
@@ -37,11 +38,11 @@ class FakeProducer:
         self.calls = 0
         self.error: Exception | None = None
 
-    def produce(self, envelopes: Sequence[Envelope]) -> None:
+    def produce(self, records: Sequence[Record]) -> None:
         self.calls += 1
         if self.error is not None:
             raise self.error
-        self.produced.extend(envelopes)
+        self.produced.extend(record.envelope for record in records)
 
 
 @pytest.fixture(scope="module")

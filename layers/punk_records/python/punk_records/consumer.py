@@ -9,9 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_core import to_json
-
-from punk_records.envelope import DEFAULT_MAX_PAYLOAD_BYTES, decode
+from punk_records.acceptance import DEFAULT_LIMITS, Limits, accept
+from punk_records.envelope import decode
 from punk_records.errors import InvalidEnvelope
 from punk_records.ports import DeadLetter, Store, StoredEvent, WriteResult
 from punk_records.redaction import redact_bytes
@@ -78,22 +77,22 @@ class BatchOutcome:
         }
 
 
-def classify(
-    record: KafkaRecord, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-) -> StoredEvent:
+def classify(record: KafkaRecord, limits: Limits = DEFAULT_LIMITS) -> StoredEvent:
     """The redacted event carried by ``record``, with its payload encoded once for the store.
 
-    Raise InvalidEnvelope when the record can never become an event: no value, not UTF-8,
-    not JSON, not a valid envelope, payload too large, or not storable in PostgreSQL.
+    The same acceptance rule as ingest (:func:`~punk_records.acceptance.accept`), so anything
+    ingest accepted is stored. Raise InvalidEnvelope when the record can never become an
+    event: no value, not UTF-8, not JSON, not a valid envelope, not storable in PostgreSQL,
+    payload or record over its limit.
     """
     value = record.value
     if value is None:
         raise InvalidEnvelope([{"loc": [], "msg": "record has no value", "type": "missing"}])
     # decode() also refuses what PostgreSQL cannot store (NUL, NaN): one such value would
     # otherwise fail every retry of its batch and block the partition.
-    envelope = decode(value, max_payload_bytes).redacted(value)
+    accepted = accept(decode(value), limits, raw=value)
     return StoredEvent(
-        envelope, record.topic, record.partition, record.offset, to_json(envelope.payload)
+        accepted.envelope, record.topic, record.partition, record.offset, accepted.payload_json
     )
 
 
@@ -132,10 +131,10 @@ class ClassifiedBatch:
     """
 
     def __init__(
-        self, records: Iterable[KafkaRecord], max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+        self, records: Iterable[KafkaRecord], limits: Limits = DEFAULT_LIMITS
     ) -> None:
         self._records = iter(records)
-        self._max_payload_bytes = max_payload_bytes
+        self._limits = limits
         self._events: list[StoredEvent] = []
         self._letters: list[DeadLetter] = []
         self._exhausted = False
@@ -147,11 +146,11 @@ class ClassifiedBatch:
         yield from self._events[: len(self._events)]
         if self._exhausted:
             return
-        keep, limit = self._events.append, self._max_payload_bytes
+        keep, limits = self._events.append, self._limits
         for record in self._records:
             _extend_range(self.ranges, record)
             try:
-                event = classify(record, limit)
+                event = classify(record, limits)
             except InvalidEnvelope as exc:
                 self._letters.append(_dead_letter(record, exc, self.poison_sample))
                 continue
@@ -173,7 +172,7 @@ class ClassifiedBatch:
 def consume(
     records: Iterable[KafkaRecord],
     store: Store,
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> BatchOutcome:
     """Store a batch: valid records as events, poison records as dead letters, one transaction.
 
@@ -181,7 +180,7 @@ def consume(
     the caller must then let the whole batch be redelivered, which the dedupe keys make safe.
     """
     started = time.perf_counter()
-    batch = ClassifiedBatch(records, max_payload_bytes)
+    batch = ClassifiedBatch(records, limits)
     with _collector_paused():
         # An empty batch needs no store (nor its connection).
         result = WriteResult(0, 0, 0) if batch.is_empty() else store.write(batch)

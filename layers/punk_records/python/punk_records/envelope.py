@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -17,9 +16,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictInt,
-    StringConstraints,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -71,10 +70,41 @@ def _storable_text(value: str) -> str:
     return value
 
 
+# What "trimming" removes from an identifier: ASCII blanks, the same set the published pattern
+# names (Python's own str.strip() would also take characters JSON Schema's \s leaves alone).
+_BLANKS = " \t\n\r\x0b\x0c"
+_B = "[ \\t\\n\\r\\x0b\\x0c]"
+_NOT_B = "[^ \\t\\n\\r\\x0b\\x0c\\x00]"
+IDENTIFIER_MAX_CHARS = 128
+# 1 to 128 characters once trimmed, no NUL: the validator's rule, as a JSON Schema pattern.
+IDENTIFIER_PATTERN = f"^{_B}*{_NOT_B}(?:[^\\x00]{{0,{IDENTIFIER_MAX_CHARS - 2}}}{_NOT_B})?{_B}*$"
+
+
+def _identifier(value: str) -> str:
+    value = value.strip(_BLANKS)
+    if not value:
+        raise PydanticCustomError("string_too_short", "String should have at least 1 character")
+    if len(value) > IDENTIFIER_MAX_CHARS:
+        raise PydanticCustomError(
+            "string_too_long",
+            "String should have at most {max_length} characters",
+            {"max_length": IDENTIFIER_MAX_CHARS},
+        )
+    return _storable_text(value)
+
+
 Identifier = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=128),
-    AfterValidator(_storable_text),
+    AfterValidator(_identifier),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": IDENTIFIER_PATTERN,
+            "description": f"1 to {IDENTIFIER_MAX_CHARS} characters once leading and trailing "
+            "blanks (space, tab, CR, LF, VT, FF) are trimmed; no NUL; not a credential (a "
+            "token or key the redaction recognises is refused: identifiers are stored verbatim).",
+        }
+    ),
 ]
 
 
@@ -110,21 +140,36 @@ class Envelope(BaseModel):
     """One event. Unknown fields are rejected; ``ts`` is normalised to UTC.
 
     Validate with :func:`parse_event` / :func:`parse_batch` (JSON-like input) or
-    :func:`decode` (Kafka bytes); pass ``context={"max_payload_bytes": n}`` to change the bound.
+    :func:`decode` (Kafka bytes). Size limits are not the model's: they hold on the redacted,
+    canonical form, which :func:`punk_records.acceptance.accept` checks.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: UUID
-    schema_version: StrictInt
-    ts: datetime
-    workspace_id: Identifier
+    schema_version: Annotated[
+        StrictInt,
+        Field(
+            json_schema_extra={"const": SUPPORTED_SCHEMA_VERSIONS[0]},
+            description="Only 1 is supported.",
+        ),
+    ]
+    ts: Annotated[
+        datetime,
+        Field(description="ISO-8601 timestamp; without an offset it is taken as UTC."),
+    ]
+    workspace_id: Annotated[Identifier, Field(description="The Kafka partition key.")]
     satellite_id: Identifier
     trace_id: UUID
     type: EventType
     severity: Severity
     confidence: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)]
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Any JSON object, nested at most {MAX_PAYLOAD_DEPTH} levels, no NUL "
+        "character. Secrets are redacted; once redacted and serialised it must fit "
+        "MAX_PAYLOAD_BYTES (default 262144).",
+    )
 
     @field_validator("schema_version")
     @classmethod
@@ -166,19 +211,11 @@ class Envelope(BaseModel):
 
     @field_validator("payload")
     @classmethod
-    def _bounded(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        context = info.context or {}
-        if not context.get("plain_json"):
+    def _storable(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if not (info.context or {}).get("plain_json"):
             problem = _payload_problem(value)
             if problem is not None:
                 raise problem
-        limit = context.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES)
-        # The serialised input bounds the payload from above: skip the re-encoding when it fits.
-        if context.get("input_bytes", limit + 1) <= limit:
-            return value
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-        if size > limit:
-            raise ValueError(f"payload is {size} bytes serialised; the limit is {limit}")
         return value
 
     def redacted(self, raw: bytes | None = None) -> Envelope:
@@ -243,38 +280,25 @@ def plain_json(text: str, document: Any) -> bool:
     return True
 
 
-def parse_event(
-    data: Any,
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-    input_bytes: int | None = None,
-    plain_json: bool = False,
-) -> Envelope:
+def parse_event(data: Any, plain_json: bool = False) -> Envelope:
     """Validate one JSON-like object; raise InvalidEnvelope with every error.
 
     ``plain_json`` says the object comes from text that :func:`plain_json` cleared.
     """
-    context: dict[str, Any] = {"max_payload_bytes": max_payload_bytes, "plain_json": plain_json}
-    if input_bytes is not None:
-        context["input_bytes"] = input_bytes
     try:
-        return Envelope.model_validate(data, context=context)
+        return Envelope.model_validate(data, context={"plain_json": plain_json})
     except ValidationError as exc:
         raise InvalidEnvelope(error_list(exc)) from None
 
 
-def parse_batch(
-    items: Iterable[Any],
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-    input_bytes: int | None = None,
-    plain_json: bool = False,
-) -> list[Envelope]:
+def parse_batch(items: Iterable[Any], plain_json: bool = False) -> list[Envelope]:
     """Validate a batch as a whole: any bad item raises InvalidEnvelope listing every error,
     each ``loc`` starting with the item's index."""
     envelopes: list[Envelope] = []
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
-            envelopes.append(parse_event(item, max_payload_bytes, input_bytes, plain_json))
+            envelopes.append(parse_event(item, plain_json))
         except InvalidEnvelope as exc:
             errors.extend({**err, "loc": [index, *err["loc"]]} for err in exc.errors)
     if errors:
@@ -282,14 +306,12 @@ def parse_batch(
     return envelopes
 
 
-def decode(value: bytes, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Envelope:
+def decode(value: bytes) -> Envelope:
     """Validate a Kafka record value (UTF-8 JSON bytes); raise InvalidEnvelope.
 
     Bytes that are not UTF-8 or not JSON are reported as an error of type ``json_invalid``.
     """
     context = {
-        "max_payload_bytes": max_payload_bytes,
-        "input_bytes": len(value),
         "plain_json": _RISKY_JSON.search(value) is None
         and value.count(b"{") + value.count(b"[") <= MAX_PAYLOAD_DEPTH,
     }

@@ -168,3 +168,46 @@ class SecretUnavailable(PunkRecordsError):
     status = 503
     code = "tokens_unavailable"
     public_message = "the API tokens cannot be read right now; retry later"
+
+
+class RecordTooLarge(InvalidEnvelope):
+    """A Kafka record would exceed ``MAX_RECORD_BYTES``, or the broker refused it as too large:
+    it can never be produced. ``indexes`` names the batch items, when the input was a batch;
+    ``refused_by_broker`` says the broker, not our own check, refused it."""
+
+    status = 413
+    code = "record_too_large"
+
+    def __init__(
+        self, size: int, limit: int, indexes: Sequence[int] = (), detail: str = ""
+    ) -> None:
+        self.size = size
+        self.limit = limit
+        self.indexes = list(indexes)
+        self.refused_by_broker = False
+        where = f" (items {', '.join(map(str, self.indexes))})" if self.indexes else ""
+        message = detail or (
+            f"the Kafka record{'s' if len(self.indexes) > 1 else ''}{where} would be up to "
+            f"{size} bytes; the limit is {limit} (MAX_RECORD_BYTES)"
+        )
+        super().__init__([{"loc": ["record"], "msg": message, "type": "record_too_large"}])
+        self.args = (message,)
+
+
+class CircuitOpen(ProduceError):
+    """No Kafka broker was reachable on the last attempt: produce is refused at once until a
+    probe finds one again. ``retry_after_s`` is when the next probe may run."""
+
+    code = "kafka_unreachable"
+    public_message = (
+        "no Kafka broker was reachable on the last attempt; requests are refused at once until "
+        "one is, retry after Retry-After seconds (duplicates are harmless)"
+    )
+
+    def __init__(self, retry_after_s: float, not_acked: Sequence[str] = ()) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            "Kafka was unreachable on the last attempt; refusing at once until a probe reaches "
+            "a broker again",
+            not_acked,
+        )

@@ -17,6 +17,7 @@ from uuid import UUID
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, Field
 
+from punk_records.acceptance import Limits, accept_all
 from punk_records.auth import authorize
 from punk_records.config import Settings
 from punk_records.envelope import Envelope, parse_batch, parse_event
@@ -52,9 +53,7 @@ class Accepted(BaseModel):
     event_ids: list[UUID] = Field(description="The accepted event ids, in request order.")
 
 
-def envelopes_of(
-    document: Any, body_bytes: int, settings: Settings, plain_json: bool = False
-) -> list[Envelope]:
+def envelopes_of(document: Any, settings: Settings, plain_json: bool = False) -> list[Envelope]:
     """Validate one envelope, a JSON array of envelopes or ``{"events": [...]}`` as a whole.
 
     Raise TooLarge over ``max_batch_events`` items, InvalidEnvelope listing every error (batch
@@ -77,7 +76,7 @@ def envelopes_of(
         message = 'expected an event object, an array of events or {"events": [...]}'
         raise InvalidEnvelope([{"loc": [], "msg": message, "type": "model_type"}])
     if isinstance(document, dict):
-        return [parse_event(document, settings.max_payload_bytes, body_bytes, plain_json)]
+        return [parse_event(document, plain_json)]
     if len(document) > settings.max_batch_events:
         raise TooLarge(
             f"the batch has {len(document)} events; the limit is {settings.max_batch_events} "
@@ -85,7 +84,7 @@ def envelopes_of(
         )
     if not document:
         raise InvalidEnvelope([{"loc": [], "msg": "the batch is empty", "type": "too_short"}])
-    return parse_batch(document, settings.max_payload_bytes, body_bytes, plain_json)
+    return parse_batch(document, plain_json)
 
 
 @dataclass(slots=True)
@@ -171,17 +170,25 @@ def accept_events(
     every event.
 
     Raise TooLarge or InvalidEnvelope, then WorkspaceForbidden naming every event whose
-    workspace ``token`` may not write (nothing produced in all three cases); ProduceError when
-    Kafka did not acknowledge every record.
+    workspace ``token`` may not write, then InvalidEnvelope, RecordTooLarge or TooLarge when a
+    limit fails on exactly what would be produced (:mod:`punk_records.acceptance`): nothing is
+    produced in all these cases. ProduceError when Kafka did not acknowledge every record
+    (CircuitOpen at once while no broker is reachable).
     """
     log = log or RequestLog("")
     items = _items(document.value)
     log.count, log.trace_ids = len(items), _trace_ids(items)
-    envelopes = envelopes_of(document.value, document.size, settings, document.plain)
+    envelopes = envelopes_of(document.value, settings, document.plain)
     single = isinstance(document.value, dict) and "events" not in document.value
     token.require_workspaces([env.workspace_id for env in envelopes], batch=not single)
     metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(envelopes))
-    clean = [env.redacted() for env in envelopes]
+    clean = accept_all(envelopes, Limits.of(settings))
+    produced = sum(len(record.value) for record in clean)
+    if produced > settings.max_body_bytes:
+        raise TooLarge(
+            f"the events are {produced} bytes as produced (redacted, canonical JSON); the "
+            f"limit is {settings.max_body_bytes} (MAX_BODY_BYTES)"
+        )
     started = time.perf_counter()
     try:
         producer.produce(clean)
@@ -191,7 +198,7 @@ def accept_events(
             name="ProduceLatency", unit=MetricUnit.Milliseconds, value=round(latency_ms, 3)
         )
     metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=len(clean))
-    return Accepted(accepted=len(clean), event_ids=[env.event_id for env in clean])
+    return Accepted(accepted=len(clean), event_ids=[record.envelope.event_id for record in clean])
 
 
 def _rejected(log: RequestLog, exc: PunkRecordsError) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from punk_records.acceptance import Record
 from punk_records.envelope import Envelope
 
 
@@ -89,9 +90,10 @@ def as_batch(
 
 
 class Producer(Protocol):
-    """What ingest needs from Kafka: produce every envelope or raise ProduceError."""
+    """What ingest needs from Kafka: produce every accepted record, or raise ProduceError
+    (CircuitOpen while no broker is reachable) or RecordTooLarge (the broker refused one)."""
 
-    def produce(self, envelopes: Sequence[Envelope]) -> None: ...
+    def produce(self, records: Sequence[Record]) -> None: ...
 
 
 class Store(Protocol):

@@ -3,22 +3,34 @@ budget) and the health check's metadata probe."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
+from punk_records.acceptance import Record
 from punk_records.aws_secrets import read_json_secret
+from punk_records.breaker import CircuitBreaker, CircuitState
 from punk_records.config import Settings
-from punk_records.envelope import Envelope
-from punk_records.errors import ProduceError
+from punk_records.errors import ProduceError, RecordTooLarge
 from punk_records.health import CHECK_TIMEOUT_S, DependencyDown
 from punk_records.kafka_ca import server_ca_options
+from punk_records.observability import logger, metrics
+
+# How long the circuit stays open before a probe may look for a broker again, and how long
+# that probe's TCP connect may take: together well under a second per refused request.
+PROBE_INTERVAL_S = 1.0
+PROBE_TIMEOUT_S = 0.5
+# kafka-python's default batch size; smaller when records must be smaller (a batch of several
+# records must fit the topic's max.message.bytes as well).
+_BATCH_BYTES = 16_384
 
 
 class _MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]  # untyped library
@@ -77,6 +89,9 @@ def create_producer(settings: Settings) -> KafkaProducer:
             delivery_timeout_ms=budget,
             max_block_ms=budget // 2,
             bootstrap_timeout_ms=budget // 2,
+            # The same limit as the acceptance rule and the topic's max.message.bytes.
+            max_request_size=settings.max_record_bytes,
+            batch_size=min(_BATCH_BYTES, settings.max_record_bytes),
             **security_options(settings),
         )
     except KafkaError as exc:
@@ -84,50 +99,112 @@ def create_producer(settings: Settings) -> KafkaProducer:
 
 
 def produce(
-    producer: KafkaProducer, topic: str, envelopes: Sequence[Envelope], timeout_s: float
+    producer: KafkaProducer,
+    topic: str,
+    records: Sequence[Record],
+    timeout_s: float,
+    max_record_bytes: int | None = None,
 ) -> None:
-    """Send every envelope and wait for all acknowledgements; raise ProduceError naming the
-    event ids Kafka did not acknowledge within ``timeout_s``."""
+    """Send every record and wait for all acknowledgements.
+
+    Raise RecordTooLarge when the producer or the broker refuses a record as too large (no
+    retry can help), else ProduceError naming the event ids Kafka did not acknowledge within
+    ``timeout_s``.
+    """
     deadline = time.monotonic() + timeout_s
-    pending: list[tuple[str, Any]] = []
+    pending: list[tuple[Record, Any]] = []
     not_acked: list[str] = []
     cause: BaseException | None = None
-    for env in envelopes:
-        event_id = str(env.event_id)
+    too_large: list[Record] = []
+    refused_by_broker = False
+    for record in records:
+        event_id = str(record.envelope.event_id)
         if cause is not None:
             not_acked.append(event_id)
             continue
         try:
             future = producer.send(
-                topic, value=env.kafka_value(), key=env.kafka_key(), headers=env.kafka_headers()
+                topic, value=record.value, key=record.key, headers=record.headers
             )
+        except MessageSizeTooLargeError:
+            too_large.append(record)
+            not_acked.append(event_id)
+            continue
         except KafkaError as exc:
             cause = exc
             not_acked.append(event_id)
             continue
-        pending.append((event_id, future))
-    for event_id, future in pending:
+        pending.append((record, future))
+    for record, future in pending:
         try:
             future.get(timeout=max(0.0, deadline - time.monotonic()))
+        except MessageSizeTooLargeError:
+            too_large.append(record)
+            not_acked.append(str(record.envelope.event_id))
+            refused_by_broker = True
         except KafkaError as exc:
             cause = cause or exc
-            not_acked.append(event_id)
+            not_acked.append(str(record.envelope.event_id))
+    if too_large:
+        size = max(r.size for r in too_large)
+        limit = max_record_bytes or size
+        error = RecordTooLarge(
+            size,
+            limit,
+            detail=f"Kafka refused a record of up to {size} bytes as too large: the topic's "
+            f"max.message.bytes is below MAX_RECORD_BYTES ({limit}); nothing is confirmed",
+        )
+        error.refused_by_broker = refused_by_broker
+        raise error from cause
     if not_acked:
         reason = type(cause).__name__ if cause else "unknown"
         raise ProduceError(
-            f"Kafka did not acknowledge {len(not_acked)} of {len(envelopes)} record(s): {reason}",
+            f"Kafka did not acknowledge {len(not_acked)} of {len(records)} record(s): {reason}",
             not_acked=not_acked,
         ) from cause
 
 
+def reachable(bootstrap_servers: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether any bootstrap server accepts a TCP connection within ``timeout_s``: the circuit
+    breaker's probe, cheap enough to run while requests wait."""
+    deadline = time.monotonic() + timeout_s
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=remaining):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _circuit_changed(old: CircuitState, new: CircuitState) -> None:
+    if new is CircuitState.OPEN and old is CircuitState.CLOSED:
+        metrics.add_metric(name="ProducerCircuitOpened", unit=MetricUnit.Count, value=1)
+        logger.warning("producer circuit opened: refusing at once until a broker is reachable")
+    elif new is CircuitState.CLOSED:
+        logger.info("producer circuit closed: a broker is reachable again")
+
+
 class ProducerCache:
     """The container's producer: created on first use, dropped after a failed produce so the
-    next invocation starts with a fresh connection (for example after a broker restart)."""
+    next invocation starts with a fresh connection (for example after a broker restart).
 
-    def __init__(self, settings: Settings) -> None:
+    A circuit breaker sits in front: after a failed produce, requests are refused at once
+    (CircuitOpen, a ProduceError) until a probe reaches a broker again.
+    """
+
+    def __init__(self, settings: Settings, breaker: CircuitBreaker | None = None) -> None:
         self._settings = settings
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
+        servers = settings.kafka_bootstrap_servers
+        self.breaker = breaker or CircuitBreaker(
+            lambda: reachable(servers), PROBE_INTERVAL_S, on_change=_circuit_changed
+        )
 
     def get(self) -> KafkaProducer:
         """The cached producer, created if needed; raise ProduceError if Kafka is unreachable."""
@@ -149,18 +226,36 @@ class ProducerCache:
                 # stop the sender thread without sending them, or it would linger.
                 producer._sender.force_close()
 
-    def produce(self, envelopes: Sequence[Envelope]) -> None:
-        """Produce to the configured topic within the configured budget; raise ProduceError."""
-        budget_s = self._settings.kafka_produce_timeout_ms / 1000
+    def produce(self, records: Sequence[Record]) -> None:
+        """Produce to the configured topic within the configured budget.
+
+        Raise CircuitOpen at once while no broker is known to be reachable, RecordTooLarge
+        (the producer stays) or ProduceError (the producer is dropped, the circuit opens).
+        """
+        settings = self._settings
+        budget_s = settings.kafka_produce_timeout_ms / 1000
+        self.breaker.before_call()
         try:
             producer = self.get()
         except ProduceError as exc:
-            raise ProduceError(str(exc), not_acked=[str(e.event_id) for e in envelopes]) from exc
+            self.breaker.record_failure()
+            raise ProduceError(
+                str(exc), not_acked=[str(r.envelope.event_id) for r in records]
+            ) from exc
         try:
-            produce(producer, self._settings.kafka_topic, envelopes, budget_s)
+            produce(producer, settings.kafka_topic, records, budget_s, settings.max_record_bytes)
+        except RecordTooLarge as exc:
+            self.breaker.record_success()  # a broker answered: the way to Kafka is fine
+            if exc.refused_by_broker:
+                # kafka-python's idempotent producer refuses every later record of the
+                # partition once the broker refused a batch: start a fresh one.
+                self.reset()
+            raise
         except ProduceError:
+            self.breaker.record_failure()
             self.reset()
             raise
+        self.breaker.record_success()
 
 
 class KafkaProbe:

@@ -868,9 +868,13 @@ def _collect(value: Any, strings: list[str]) -> None:
 
 
 def _secret_marker(value: Any, kind: str, redacted: dict[str, str]) -> str:
-    """The marker for a value known to be secret: its detected kind if it is one secret."""
-    if isinstance(value, str) and _MARKER.fullmatch(redacted.get(value, "")):
-        return redacted[value]
+    """The marker for a value known to be secret: its detected kind if it is one secret (or
+    already a marker, so that redacting twice changes nothing)."""
+    if isinstance(value, str):
+        if _MARKER.fullmatch(value):
+            return value
+        if _MARKER.fullmatch(redacted.get(value, "")):
+            return redacted[value]
     return _marker(kind)
 
 
