@@ -34,7 +34,9 @@ HTTP = "http"
 WIRING = "wiring"
 
 LAYERS: dict[str, str] = {
+    "acceptance": DOMAIN,
     "auth": DOMAIN,
+    "breaker": DOMAIN,
     "config": DOMAIN,
     "consumer": DOMAIN,
     "envelope": DOMAIN,

@@ -20,8 +20,9 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from local.services import postgres_bin
-from local.stack import Stack, group_members
+from local.postgres_service import postgres_bin
+from local.processes import group_members
+from local.stack import Stack
 from tests.integration.load import Answer, Load, LoadResult, event
 from tests.integration.stack_util import stack_cli
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,14 +24,14 @@ from hypothesis import strategies as st
 from kafka.errors import MessageSizeTooLargeError
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-import punk_records.ingest
 from local.samples.apigw import request
+from punk_records import bootstrap
 from punk_records.acceptance import Limits, Record
 from punk_records.config import Settings
 from punk_records.consumer import KafkaRecord, consume
 from punk_records.envelope import MAX_PAYLOAD_DEPTH
 from punk_records.errors import RecordTooLarge
-from punk_records.store import DeadLetter, StoredEvent, WriteResult
+from punk_records.ports import Batch, DeadLetter, StoredEvent, WriteResult
 from tests.lambda_util import lambda_context, load_function
 
 TOKEN = "property-token"
@@ -64,12 +64,13 @@ class MemoryStore:
         self.events: list[StoredEvent] = []
         self.letters: list[DeadLetter] = []
 
-    def write(
-        self, events: Iterable[StoredEvent], dead_letters: Sequence[DeadLetter] = ()
-    ) -> WriteResult:
-        self.events.extend(events)
-        self.letters.extend(dead_letters)
+    def write(self, batch: Batch) -> WriteResult:
+        self.events.extend(batch.events())  # read first: dead letters are known after
+        self.letters.extend(batch.dead_letters())
         return WriteResult(len(self.events), 0, len(self.letters))
+
+    def ping(self) -> None:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +92,9 @@ def configured() -> Iterator[Settings]:
     for name, value in env.items():
         mp.setenv(name, value)
     mp.delenv("API_TOKENS_SECRET_ARN", raising=False)
-    punk_records.ingest.reset()
+    bootstrap.reset()
     yield Settings.from_env(env)
-    punk_records.ingest.reset()
+    bootstrap.reset()
     mp.undo()
 
 
@@ -101,7 +102,7 @@ def ingest(app: Any, body: str) -> tuple[int, dict[str, Any], list[Record]]:
     """POST ``body`` through the real handler; the status, the body and what was produced."""
     producer = KafkaLikeProducer(LIMITS["MAX_RECORD_BYTES"])
     mp = pytest.MonkeyPatch()
-    mp.setattr(punk_records.ingest, "get_producer", lambda: producer)
+    mp.setattr(bootstrap.container, "producer", lambda: producer)
     try:
         response = app.handler(
             request("POST", "/events", "property", body=body, token=TOKEN),
@@ -151,7 +152,7 @@ exponents = st.builds(
     st.sampled_from(["e", "E", "e+", "e-"]),
 )
 unicode_text = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
+    st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00"),
     max_size=300,
 )
 secrets = st.one_of(
@@ -172,7 +173,7 @@ leaves = st.one_of(
 )
 keys = st.one_of(
     st.sampled_from(["password", "api_key", "token", "secret", "note", "n", "payload"]),
-    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20),
+    st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20),
 )
 trees = st.recursive(
     leaves,

@@ -102,3 +102,17 @@ def test_given_a_success_after_a_failure_then_the_circuit_closes() -> None:
 
     cb.before_call()
     assert cb.state is CircuitState.CLOSED
+
+
+def test_given_an_open_circuit_then_health_reports_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from punk_records.bootstrap import Container
+
+    container = Container({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
+    monkeypatch.setattr(container, "health_checks", lambda: {"kafka": lambda: None})
+    assert container.health().producer_circuit == "closed"
+
+    container.producer().breaker.record_failure()
+
+    report = container.health()
+    assert report.producer_circuit == "open"
+    assert report.ok  # the circuit informs; the dependency checks decide the status

@@ -18,7 +18,7 @@ identifiers = st.one_of(
     st.builds(
         lambda pad, n: f"{pad}{'w' * n}{pad}", st.text(BLANKS, max_size=3), st.integers(0, 131)
     ),
-    st.text(st.characters(exclude_categories=("Cs",)), max_size=140),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=140),
 )
 
 

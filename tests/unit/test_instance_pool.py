@@ -20,7 +20,8 @@ class Starts:
         self.made: list[FakeInstance] = []
 
     def __call__(self, number: int) -> FakeInstance:
-        instance = FakeInstance(lambda _e, n=number: {"statusCode": 200, "body": str(n)})
+        body = str(number)
+        instance = FakeInstance(lambda _event: {"statusCode": 200, "body": body})
         self.made.append(instance)
         return instance
 
@@ -69,7 +70,12 @@ def test_given_a_function_error_in_a_live_instance_then_it_is_kept() -> None:
         return {"errorType": "ValueError", "errorMessage": "boom"}
 
     made: list[FakeInstance] = []
-    pool = InstancePool(lambda _n: made.append(FakeInstance(fail)) or made[-1], 1, 60)
+
+    def start(_number: int) -> FakeInstance:
+        made.append(FakeInstance(fail))
+        return made[-1]
+
+    pool = InstancePool(start, 1, 60)
 
     with pytest.raises(FunctionError):
         pool({})

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 import pytest
 
 from local import emulator, invoker
-from local.invoker import FunctionError, InvokerPool, emulated, raising
+from local.invoker import FunctionError, InstancePool, emulated, raising
+from tests.instances import fakes
 
 
 def test_given_the_emulators_error_payload_when_invoked_then_function_error_is_raised() -> None:
@@ -45,9 +46,10 @@ def test_given_a_pool_when_invoked_then_every_call_is_served_by_an_instance() ->
 
         return invoke
 
-    pool = InvokerPool([instance("a"), instance("b")])
+    pool = InstancePool(fakes(instance("a"), instance("b")), 2)
 
     results = {pool({}) for _ in range(4)}
+    pool.close()
 
     assert len(calls) == 4
     assert results <= {"a", "b"}
@@ -55,7 +57,7 @@ def test_given_a_pool_when_invoked_then_every_call_is_served_by_an_instance() ->
 
 def test_given_an_empty_pool_when_built_then_value_error():
     with pytest.raises(ValueError, match="at least one"):
-        InvokerPool([])
+        InstancePool(fakes(), 0)
 
 
 def test_given_one_instance_when_two_calls_overlap_then_the_second_waits_for_it():
@@ -71,12 +73,13 @@ def test_given_one_instance_when_two_calls_overlap_then_the_second_waits_for_it(
             active[0] -= 1
         return "done"
 
-    pool = InvokerPool([slow])
+    pool = InstancePool(fakes(slow), 1)
     threads = [threading.Thread(target=pool, args=({},)) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(5)
+    pool.close()
     assert overlaps == [1, 1, 1]
 
 

@@ -7,11 +7,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+)
 
 from punk_records import producer as producer_module
+from punk_records.acceptance import accept_all
+from punk_records.breaker import CircuitBreaker, CircuitState
 from punk_records.config import Settings
-from punk_records.errors import ProduceError
+from punk_records.errors import CircuitOpen, ProduceError, RecordTooLarge
 from punk_records.health import DependencyDown
 from punk_records.producer import KafkaProbe, ProducerCache, produce, security_options
 from tests.factories import envelope
@@ -51,7 +58,7 @@ class FakeKafkaProducer:
 def test_given_every_record_acknowledged_when_produced_then_each_is_sent_with_key_and_headers():
     envelopes = [envelope(workspace_id="ws-a"), envelope(workspace_id="ws-b")]
     kafka = FakeKafkaProducer()
-    produce(kafka, "topic-1", envelopes, timeout_s=5)
+    produce(kafka, "topic-1", accept_all(envelopes), timeout_s=5)
     assert [(topic, key) for topic, _, key, _ in kafka.sent] == [
         ("topic-1", b"ws-a"),
         ("topic-1", b"ws-b"),
@@ -63,7 +70,7 @@ def test_given_one_record_not_acknowledged_when_produced_then_produce_error_name
     envelopes = [envelope() for _ in range(3)]
     kafka = FakeKafkaProducer([Future(), Future(KafkaTimeoutError("no ack")), Future()])
     with pytest.raises(ProduceError) as caught:
-        produce(kafka, "t", envelopes, timeout_s=5)
+        produce(kafka, "t", accept_all(envelopes), timeout_s=5)
     assert caught.value.not_acked == [str(envelopes[1].event_id)]
     assert "1 of 3" in str(caught.value)
     assert "KafkaTimeoutError" in str(caught.value)
@@ -74,14 +81,14 @@ def test_given_send_fails_when_produced_then_that_record_and_every_later_one_are
     envelopes = [envelope() for _ in range(4)]
     kafka = FakeKafkaProducer([Future(), KafkaError("buffer full")])
     with pytest.raises(ProduceError) as caught:
-        produce(kafka, "t", envelopes, timeout_s=5)
+        produce(kafka, "t", accept_all(envelopes), timeout_s=5)
     assert caught.value.not_acked == [str(e.event_id) for e in envelopes[1:]]
     assert len(kafka.sent) == 2  # nothing more is sent once one send failed
 
 
 def test_given_a_time_budget_when_waiting_for_acks_then_no_wait_exceeds_what_is_left():
     futures = [Future() for _ in range(3)]
-    produce(FakeKafkaProducer(futures), "t", [envelope() for _ in range(3)], timeout_s=2)
+    produce(FakeKafkaProducer(futures), "t", accept_all([envelope() for _ in range(3)]), 2)
     waits = [f.timeouts[0] for f in futures]
     assert all(0 <= w <= 2 for w in waits)
     assert waits == sorted(waits, reverse=True)
@@ -126,13 +133,14 @@ def test_given_a_cache_when_used_twice_then_one_producer_and_a_failure_replaces_
     ]
     made = iter(created)
     monkeypatch.setattr(producer_module, "create_producer", lambda _settings: next(made))
-    cache = ProducerCache(settings())
+    # (a breaker whose probe always finds a broker, at once)
+    cache = ProducerCache(settings(), CircuitBreaker(lambda: True, probe_interval_s=0))
     with pytest.raises(ProduceError):
-        cache.produce([envelope()])
+        cache.produce(accept_all([envelope()]))
     # THEN the failed producer is closed and the next produce uses a fresh one
     assert created[0].closed
-    cache.produce([envelope()])
-    cache.produce([envelope()])
+    cache.produce(accept_all([envelope()]))
+    cache.produce(accept_all([envelope()]))
     assert len(created[1].sent) == 2
 
 
@@ -145,7 +153,7 @@ def test_given_no_broker_when_the_producer_is_created_then_every_event_is_not_ac
     monkeypatch.setattr(producer_module, "create_producer", unreachable)
     envelopes = [envelope(), envelope()]
     with pytest.raises(ProduceError) as caught:
-        ProducerCache(settings()).produce(envelopes)
+        ProducerCache(settings()).produce(accept_all(envelopes))
     assert caught.value.not_acked == [str(e.event_id) for e in envelopes]
 
 
@@ -158,6 +166,87 @@ def test_given_an_unreachable_bootstrap_when_creating_then_produce_error_not_a_k
     monkeypatch.setattr(producer_module, "KafkaProducer", refuse)
     with pytest.raises(ProduceError, match="KafkaConnectionError"):
         producer_module.create_producer(settings())
+
+
+def test_given_a_failed_produce_then_the_next_is_refused_at_once_without_touching_kafka(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    made: list[FakeKafkaProducer] = []
+
+    def create(_settings: Settings) -> FakeKafkaProducer:
+        made.append(FakeKafkaProducer([Future(KafkaTimeoutError("no ack"))]))
+        return made[-1]
+
+    monkeypatch.setattr(producer_module, "create_producer", create)
+    probes: list[str] = []
+
+    def probe() -> bool:
+        probes.append("probe")
+        return False
+
+    cache = ProducerCache(settings(), CircuitBreaker(probe, 60))
+    with pytest.raises(ProduceError):
+        cache.produce(accept_all([envelope()]))
+
+    events = [envelope(), envelope()]
+    with pytest.raises(CircuitOpen) as caught:
+        cache.produce(accept_all(events))
+
+    assert caught.value.retriable
+    assert caught.value.code == "kafka_unreachable"
+    assert caught.value.status == 503
+    assert len(made) == 1  # no new producer, no send, no probe before the interval
+    assert probes == []
+    assert cache.breaker.state is CircuitState.OPEN
+
+
+def test_given_a_record_refused_by_the_clients_own_check_then_record_too_large_and_kept(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    kafka = FakeKafkaProducer([MessageSizeTooLargeError("over max_request_size")])
+    monkeypatch.setattr(producer_module, "create_producer", lambda _settings: kafka)
+    cache = ProducerCache(settings())
+
+    with pytest.raises(RecordTooLarge) as caught:
+        cache.produce(accept_all([envelope()]))
+
+    assert (caught.value.status, caught.value.code) == (413, "record_too_large")
+    assert not caught.value.retriable
+    assert not caught.value.refused_by_broker
+    assert not kafka.closed
+    assert cache.get() is kafka
+    assert cache.breaker.state is CircuitState.CLOSED
+
+
+def test_given_a_record_refused_by_the_broker_then_record_too_large_and_a_fresh_producer(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    made = [FakeKafkaProducer([Future(MessageSizeTooLargeError())]), FakeKafkaProducer()]
+    producers = iter(made)
+    monkeypatch.setattr(producer_module, "create_producer", lambda _settings: next(producers))
+    cache = ProducerCache(settings())
+
+    with pytest.raises(RecordTooLarge) as caught:
+        cache.produce(accept_all([envelope()]))
+    cache.produce(accept_all([envelope()]))
+
+    assert caught.value.refused_by_broker
+    assert "max.message.bytes" in str(caught.value)
+    assert made[0].closed
+    assert len(made[1].sent) == 1
+    assert cache.breaker.state is CircuitState.CLOSED
+
+
+def test_given_max_record_bytes_then_the_producer_is_built_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    options: dict[str, object] = {}
+    monkeypatch.setattr(producer_module, "KafkaProducer", lambda **kw: options.update(kw))
+
+    producer_module.create_producer(settings(max_record_bytes=4_096))
+
+    assert options["max_request_size"] == 4_096
+    assert options["batch_size"] == 4_096
 
 
 # ---------------------------------------------------------------------------- the health probe

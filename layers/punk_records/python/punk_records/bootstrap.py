@@ -138,7 +138,12 @@ class Container:
             if self._health is None:
                 self._health = HealthChecker()
             checker = self._health
-        return checker.check(self.health_checks(), timeout_s or CHECK_TIMEOUT_S)
+        report = checker.check(self.health_checks(), timeout_s or CHECK_TIMEOUT_S)
+        with self._lock:
+            producer = self._producer
+        if producer is None:  # nothing produced yet: the circuit is closed
+            return report
+        return report.model_copy(update={"producer_circuit": producer.breaker.state.value})
 
     def reset(self) -> None:
         """Close and forget every client and the settings; the next use rebuilds them."""

@@ -130,9 +130,7 @@ class ClassifiedBatch:
     stopped, so no record is decoded twice and none is lost.
     """
 
-    def __init__(
-        self, records: Iterable[KafkaRecord], limits: Limits = DEFAULT_LIMITS
-    ) -> None:
+    def __init__(self, records: Iterable[KafkaRecord], limits: Limits = DEFAULT_LIMITS) -> None:
         self._records = iter(records)
         self._limits = limits
         self._events: list[StoredEvent] = []

@@ -54,6 +54,11 @@ class HealthReport(BaseModel):
     status: Literal["ok", "error"]
     failing: list[str] = Field(description="Names of the failing dependencies.")
     dependencies: dict[str, DependencyHealth]
+    producer_circuit: Literal["closed", "open", "probing"] = Field(
+        default="closed",
+        description="This container's Kafka circuit breaker: `open` while produce is refused "
+        "at once because the last attempt found no broker, `probing` while a probe runs.",
+    )
 
     @property
     def ok(self) -> bool:

@@ -127,6 +127,19 @@ def _finite(text: str) -> float:
     return value
 
 
+class _DuplicateKey(ValueError):
+    """An object repeats a key (the message never names it: a key may be a secret)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads would keep the last value of a repeated key, silently: "event_id" twice
+    # would store an event nobody can tell apart from the one the client meant.
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise _DuplicateKey
+    return document
+
+
 def read_json(
     headers: Mapping[str, str], body: str | None, base64_encoded: bool, max_body_bytes: int
 ) -> JsonDocument:
@@ -137,6 +150,12 @@ def read_json(
     content_type = _header(headers, "content-type")
     if content_type is None or not _is_json_media_type(content_type):
         raise UnsupportedMediaType("Content-Type must be application/json (UTF-8)")
+    encoding = (_header(headers, "content-encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        # A compressed body would be "not JSON"; say what is wrong instead.
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding[:40]} is not supported; send the body uncompressed"
+        )
     text = body or ""
     try:
         raw = base64.b64decode(text, validate=True) if base64_encoded else text.encode()
@@ -150,11 +169,24 @@ def read_json(
         if base64_encoded:
             text = raw.decode()
         # NaN and Infinity are not JSON; accepting them would put invalid JSON into Kafka.
-        document = json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
+        document = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite,
+            object_pairs_hook=_unique_keys,
+        )
     except json.JSONDecodeError as exc:
         # The position only: the message never quotes the body.
         raise MalformedJson(
             f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise MalformedJson(
+            f"the body is not valid UTF-8: invalid byte at position {exc.start}"
+        ) from None
+    except _DuplicateKey:
+        raise MalformedJson(
+            "an object in the body has the same key twice; JSON objects must have unique keys"
         ) from None
     except (UnicodeError, ValueError):
         raise MalformedJson("the body is not valid UTF-8 JSON") from None
@@ -193,6 +225,15 @@ def response_doc(description: str, model: type[BaseModel], **headers: str) -> di
         }
     return response
 
+
+# What API Gateway answers by itself (no route, request too long, a crashed invocation).
+_GATEWAY = {
+    "type": "object",
+    "properties": {"message": {"type": "string"}},
+    "required": ["message"],
+    "additionalProperties": False,
+    "description": "An answer of the gateway itself, e.g. Request Too Long.",
+}
 
 _ENVELOPE_SCHEMA = {
     **inline_refs(Envelope.model_json_schema()),
@@ -253,12 +294,35 @@ POST_EVENTS_OPENAPI: dict[str, Any] = {
             "`loc` starting with its index); nothing produced.",
             ErrorBody,
         ),
-        413: response_doc("Body over MAX_BODY_BYTES or batch over MAX_BATCH_EVENTS.", ErrorBody),
-        415: response_doc("Content-Type is not application/json.", ErrorBody),
-        500: response_doc("Unexpected server error (generic body).", ErrorBody),
+        413: {
+            "description": "Body over MAX_BODY_BYTES (as sent or as produced), batch over "
+            "MAX_BATCH_EVENTS (`too_large`), or a record over MAX_RECORD_BYTES "
+            '(`record_too_large`); or, from the gateway itself, `{"message": "Request Too '
+            'Long"}` when the request exceeds the 6 MB Lambda invoke payload. Not worth '
+            "retrying as sent.",
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [inline_refs(ErrorBody.model_json_schema()), _GATEWAY]}
+                }
+            },
+        },
+        415: response_doc(
+            "Content-Type is not application/json, or the body has a Content-Encoding.",
+            ErrorBody,
+        ),
+        500: {
+            "description": "Unexpected server error (generic body); or, from the gateway "
+            'itself, `{"message": "Internal Server Error"}` when the invocation crashed.',
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [inline_refs(ErrorBody.model_json_schema()), _GATEWAY]}
+                }
+            },
+        },
         503: response_doc(
-            "Kafka did not acknowledge every event in time, or the API tokens could "
-            "not be read; retry the whole request.",
+            "Kafka did not acknowledge every event in time (`kafka_unavailable`), no broker "
+            "was reachable on the last attempt (`kafka_unreachable`, answered at once), or "
+            "the API tokens could not be read; retry the whole request.",
             ErrorBody,
             **{"Retry-After": "Seconds to wait before retrying."},
         ),
