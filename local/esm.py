@@ -229,16 +229,30 @@ class KafkaEventSourceMapping:
             def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
                 mapping.on_partitions_assigned(assigned)
 
-        consumer = self._consumer_factory(self.config)
-        try:
-            consumer.subscribe([self.config.topic], listener=_Listener())
-            while not stop.is_set():
-                generation = self._generation
-                batch = self._collect(consumer, stop)
-                if batch:
-                    self._deliver(consumer, batch, generation, stop)
-        finally:
-            consumer.close(autocommit=False)
+        from kafka.errors import KafkaError
+
+        while not stop.is_set():
+            consumer = self._consumer_factory(self.config)
+            try:
+                consumer.subscribe([self.config.topic], listener=_Listener())
+                while not stop.is_set():
+                    generation = self._generation
+                    batch = self._collect(consumer, stop)
+                    if batch:
+                        self._deliver(consumer, batch, generation, stop)
+            except KafkaError as exc:
+                # Lambda's pollers outlive a broker restart; so does this one. What was not
+                # committed is read again by the fresh consumer.
+                self._generation += 1
+                log.warning(
+                    "consumer failed (%s: %s); reconnecting in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    self.config.retry_initial_s,
+                )
+                stop.wait(self.config.retry_initial_s)
+            finally:
+                consumer.close(autocommit=False)
 
     def _collect(self, consumer: KafkaConsumer, stop: threading.Event) -> list[ConsumerRecord]:
         """Poll until the batch is full, its window has passed, or it reaches 6 MB."""

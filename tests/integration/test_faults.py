@@ -51,6 +51,20 @@ def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 60)
         time.sleep(0.2)
 
 
+def wait_stored(stack: Stack, workspace: str, ids: set[str]) -> None:
+    """Wait until ``ids`` are stored; on timeout the poller's log tail explains why."""
+    try:
+        wait_until(
+            lambda: ids <= set(stored(stack, workspace)),
+            f"{len(ids)} acknowledged events to be stored",
+            STORE_DEADLINE_S,
+        )
+    except AssertionError as exc:
+        lines = stack.esm.log_file.read_text(errors="replace").splitlines()
+        tail = "\n".join([line[:300] for line in lines if "kafka.net" not in line][-40:])
+        raise AssertionError(f"{exc}\n--- poller log ---\n{tail}") from None
+
+
 def stored(stack: Stack, workspace: str) -> dict[str, int]:
     """event_id -> rows, for the workspace (reconnecting: PostgreSQL may have restarted)."""
     try:
@@ -73,11 +87,7 @@ def healthy(stack: Stack) -> bool:
 def check(stack: Stack, workspace: str, result: LoadResult, healed_at: float, name: str) -> None:
     """The promise, after a fault: acknowledged means stored once, and honest 5xx answers."""
     acked = set(result.acked)
-    wait_until(
-        lambda: acked <= set(stored(stack, workspace)),
-        f"{len(acked)} acknowledged events to be stored",
-        STORE_DEADLINE_S,
-    )
+    wait_stored(stack, workspace, acked)
     rows = stored(stack, workspace)
     recovered = result.first_accepted_after(healed_at)
     print(
@@ -142,7 +152,7 @@ def test_given_load_when_the_broker_is_stopped_then_refused_fast_until_it_return
     budget_s = 10
     assert all(a.elapsed_s < budget_s / 2 for a in refused_fast)
     assert recovery[-1].status == 202
-    wait_until(lambda: set(accepted) <= set(stored(stack, workspace)), "the accepted events")
+    wait_stored(stack, workspace, set(accepted))
     assert set(stored(stack, workspace)) <= set(sent)
 
 

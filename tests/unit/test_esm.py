@@ -153,3 +153,44 @@ def test_given_a_dropped_batch_when_rewound_then_partitions_still_ours_are_read_
     rewind(consumer, batch)
 
     assert consumer.seeks == {TopicPartition(topic, 0): 7, TopicPartition(topic, 2): 3}
+
+
+def test_given_the_consumer_fails_when_polling_then_the_mapping_reconnects_instead_of_dying():
+    # A broker restart can end a consumer with a fatal KafkaError (fenced static member, lost
+    # coordinator); Lambda's pollers carry on, and so must this one.
+    import threading
+
+    from kafka.errors import KafkaError
+
+    from local.esm import EsmConfig, KafkaEventSourceMapping
+
+    stop = threading.Event()
+
+    class Consumer:
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+            self.closed = False
+
+        def subscribe(self, topics: list[str], listener: object) -> None:
+            return None
+
+        def poll(self, timeout_ms: int, max_records: int) -> dict:
+            if self.fail:
+                raise KafkaError("fenced")
+            stop.set()
+            return {}
+
+        def close(self, autocommit: bool) -> None:
+            self.closed = True
+
+    consumers: list[Consumer] = []
+
+    def factory(_config: EsmConfig) -> Consumer:
+        consumers.append(Consumer(fail=not consumers))
+        return consumers[-1]
+
+    config = EsmConfig("b:1", "t", retry_initial_s=0.01)
+    KafkaEventSourceMapping(config, lambda _e: None, factory).run(stop)
+
+    assert len(consumers) == 2
+    assert all(c.closed for c in consumers)

@@ -148,12 +148,14 @@ def produce(
     if too_large:
         size = max(r.size for r in too_large)
         limit = max_record_bytes or size
-        error = RecordTooLarge(
-            size,
-            limit,
-            detail=f"Kafka refused a record of up to {size} bytes as too large: the topic's "
-            f"max.message.bytes is below MAX_RECORD_BYTES ({limit}); nothing is confirmed",
+        detail = (
+            f"Kafka refused a record of up to {size} bytes as too large: the topic's "
+            f"max.message.bytes is below MAX_RECORD_BYTES ({limit}); nothing is confirmed"
+            if refused_by_broker
+            else f"a record of up to {size} bytes is over the producer's max_request_size; "
+            f"the limit is {limit} (MAX_RECORD_BYTES); nothing is confirmed"
         )
+        error = RecordTooLarge(size, limit, detail=detail)
         error.refused_by_broker = refused_by_broker
         raise error from cause
     if not_acked:
