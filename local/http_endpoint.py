@@ -447,6 +447,12 @@ class _Server(ThreadingHTTPServer):
         self.read_timeout_s = read_timeout_s
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that resets its connection is not the gateway's fault: no traceback for it.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class HttpEndpoint:
     """The local HTTP API: ``start()`` serves on 127.0.0.1 in a thread until ``stop()``."""
