@@ -90,7 +90,7 @@ class Stack:
         self.env_file = self.root / "stack.env"
         self.functions_env = self.root / "functions.env.json"
         self.esm_ready = self.root / "esm.ready"
-        self.api_instances = self.root / "api.instances.json"
+        self.api_instances = self.root / "instances"
         self.api = Daemon("api", self.root / "api.pid", self.logs / "api.log", str(self.root))
         self.esm = Daemon("esm", self.root / "esm.pid", self.logs / "esm.log", str(self.root))
 
@@ -279,7 +279,7 @@ class Stack:
                 QUERY_FUNCTION,
                 "--env-vars",
                 str(self.functions_env),
-                "--state-file",
+                "--state-dir",
                 str(self.api_instances),
             ],
             self._child_env(),
@@ -353,11 +353,11 @@ class Stack:
         self.esm_ready.unlink(missing_ok=True)
         stop_all([("Kafka", self.kafka.stop), ("PostgreSQL", self.postgres.stop)])
 
-    def instances(self) -> dict[str, Any]:
-        """The ingest function's instances behind the HTTP API and how often one was replaced
+    def instances(self, function: str = INGEST_FUNCTION) -> dict[str, Any]:
+        """A function's instances behind the HTTP API and how often one was replaced
         (``{"restarts": n, "instances": [{"number", "pid", "started", "invocations"}]}``)."""
         try:
-            return json.loads(self.api_instances.read_text())
+            return json.loads((self.api_instances / f"{function}.instances.json").read_text())
         except (OSError, ValueError):
             return {"restarts": 0, "instances": []}
 
@@ -367,12 +367,14 @@ class Stack:
         api_pid, esm_pid = self.api.pid(), self.esm.pid()
         api = f"http://127.0.0.1:{port}"
         if api_pid:
-            pool = self.instances()
-            pids = ", ".join(str(i["pid"]) for i in pool["instances"])
-            api += (
-                f" (pid {api_pid}); {len(pool['instances'])} ingest instances (pids {pids}), "
-                f"restarts {pool['restarts']}"
-            )
+            api += f" (pid {api_pid})"
+            for function in (INGEST_FUNCTION, QUERY_FUNCTION):
+                pool = self.instances(function)
+                pids = ", ".join(str(i["pid"]) for i in pool["instances"])
+                api += (
+                    f"; {function}: {len(pool['instances'])} instances (pids {pids}), "
+                    f"restarts {pool['restarts']}"
+                )
         return {
             "kafka": (self.kafka.is_running(), self.kafka.bootstrap),
             "postgres": (self.postgres.is_running(), self.postgres.dsn),

@@ -218,7 +218,7 @@ def test_given_load_when_the_poller_is_killed_then_every_202_is_stored_once(
 def test_given_load_when_an_ingest_instance_is_killed_then_it_is_replaced_and_202_is_stored(
     stack: Stack, workspace: str
 ) -> None:
-    before = stack.api.emulators()
+    before = [i["pid"] for i in stack.instances()["instances"]]
     assert len(before) == 2, "two ingest instances"
 
     def kill() -> None:
@@ -232,5 +232,6 @@ def test_given_load_when_an_ingest_instance_is_killed_then_it_is_replaced_and_20
 
     check(stack, workspace, result, healed_at, "ingest instance SIGKILL")
     status = stack_cli(stack.root, "status")
+    assert "IngestFunction: 2 instances" in status.stdout, status.stdout
     assert "restarts 1" in status.stdout, status.stdout
     assert healthy(stack)

@@ -190,13 +190,6 @@ def test_given_ordinary_identifier_when_parsed_then_accepted(value: str):
     assert parse_event(event_dict(workspace_id=value, satellite_id=value)).workspace_id == value
 
 
-def test_given_payload_limit_when_configured_then_applied():
-    data = event_dict(payload={"blob": "x" * 2000})
-    parse_event(data, max_payload_bytes=4096)
-    with pytest.raises(InvalidEnvelope):
-        parse_event(data, max_payload_bytes=1024)
-
-
 def test_given_batch_with_bad_items_when_parsed_then_errors_carry_item_index():
     # GIVEN a batch whose items 1 and 3 are invalid
     batch = [event_dict(), event_dict(type="nope"), event_dict(), event_dict(confidence=2)]
