@@ -17,7 +17,7 @@ from punk_records.errors import ConfigurationError
 DEFAULT_TOPIC = "punk-records.events.v1"
 
 # The functions, by the name their template resource starts with (IngestFunction, ...).
-INGEST, CONSUMER, MIGRATE, QUERY = "Ingest", "Consumer", "Migrate", "Query"
+INGEST, CONSUMER, MIGRATE, QUERY, ADMIN = "Ingest", "Consumer", "Migrate", "Query", "Admin"
 
 
 def read_by(*functions: str) -> Any:
@@ -83,6 +83,18 @@ class Settings(BaseModel):
     # {"key": "..."} in AWS, a string locally (the secret wins when set).
     cursor_key: Annotated[str, read_by(QUERY)] = ""
     cursor_key_secret_arn: Annotated[str, read_by(QUERY)] = ""
+
+    # Governed memory (docs/memory.md): the auto-promotion thresholds, read where the
+    # projection is computed (the consumer, and replay/redrive in the admin function).
+    memory_auto_promote_confidence: Annotated[float, read_by(CONSUMER, ADMIN)] = Field(
+        default=0.75, ge=0.0, le=1.0
+    )
+    memory_auto_promote_window_hours: Annotated[int, read_by(CONSUMER, ADMIN)] = Field(
+        default=168, ge=1, le=8_760
+    )
+    memory_auto_promote_refs: Annotated[int, read_by(CONSUMER, ADMIN)] = Field(
+        default=2, ge=1, le=100
+    )
 
     @classmethod
     def variables_read_by(cls, function: str) -> set[str]:

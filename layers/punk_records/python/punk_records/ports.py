@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from punk_records.envelope import Envelope
+from punk_records.memory import MemoryCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ class WriteResult:
     inserted: int
     duplicates: int
     dead_lettered: int
+    # What the batch did to the memory projection (None: not projected, e.g. a fake store).
+    memory: MemoryCounts | None = None
 
 
 @runtime_checkable
