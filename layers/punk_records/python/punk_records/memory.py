@@ -226,7 +226,10 @@ class Projection:
 
 def _problem(exc: ValidationError) -> str:
     first = exc.errors(include_url=False, include_input=False)
-    shown = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in first[:3])
+    shown = "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg'].removeprefix('Value error, ')}"
+        for e in first[:3]
+    )
     return f"invalid payload: {shown}"[:MAX_REASON_CHARS]
 
 
