@@ -33,7 +33,7 @@ TRACES = tuple(uuid.UUID(int=i + 1) for i in range(2))
 # Offsets that put events on, before and after every boundary: TTLs of 1 and 24 hours, the
 # 7-day window, and equal timestamps (ties broken by event_id).
 HOURS = (0, 0, 1, 23, 24, 25, 167, 168, 169)
-CANDIDATE_PAYLOADS = (
+CANDIDATE_PAYLOADS: tuple[dict[str, Any], ...] = (
     {"key": "deploy/cadence"},
     {"key": "owner", "value": {"team": "storage"}, "bucket": "global"},
     {"key": "tmp", "bucket": "ephemeral"},
@@ -91,10 +91,13 @@ def universes(draw: st.DrawFn) -> list[dict[str, Any]]:
                 payload["reason"] = reason
         else:
             payload = {"summary": "something happened"}
-        if candidates and draw(st.booleans()):
-            payload["refs"] = draw(
-                st.lists(st.sampled_from([*candidates, "not-a-uuid"]), max_size=3)
-            )
+        refs: list[str] = draw(
+            st.lists(st.sampled_from([*candidates, "not-a-uuid"]), max_size=3)
+            if candidates
+            else st.just([])
+        )
+        if refs or draw(st.integers(0, 3)) == 0:
+            payload["refs"] = refs
         events.append(
             {
                 "event_id": str(event_id),

@@ -27,7 +27,8 @@ from punk_records.consumer import KafkaRecord, classify, reason
 from punk_records.errors import InvalidEnvelope, PunkRecordsError, StoreUnavailable
 from punk_records.memory import MemoryRules
 from punk_records.observability import logger
-from punk_records.store import StoredEvent, write_batch
+from punk_records.ports import StoredEvent
+from punk_records.store import write_batch
 
 # Dead letters examined per transaction: a long redrive commits as it goes, and can be
 # stopped and run again.
