@@ -80,11 +80,14 @@ class Container:
         """The PostgreSQL event store (lazy: no connection until first use)."""
         with self._lock:
             if self._store is None:
+                from punk_records.memory import MemoryRules
                 from punk_records.store import EventStore, database_conninfo
 
                 settings = self.settings()
                 self._store = EventStore(
-                    lambda: database_conninfo(settings), settings.database_connect_timeout_s
+                    lambda: database_conninfo(settings),
+                    settings.database_connect_timeout_s,
+                    MemoryRules.from_settings(settings),
                 )
             return self._store
 

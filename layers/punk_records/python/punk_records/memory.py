@@ -86,6 +86,16 @@ class Action(StrEnum):
     INVALID = "invalid"
 
 
+# The consumer's metric for each kind of new audit row.
+METRIC_NAMES = {
+    Action.CREATED: "MemoryEntriesCreated",
+    Action.PROMOTED: "MemoryEntriesPromoted",
+    Action.RETRACTED: "MemoryEntriesRetracted",
+    Action.REFUSED: "MemoryChangesRefused",
+    Action.INVALID: "MemoryPayloadsInvalid",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryRules:
     """The auto-promotion thresholds (settings ``MEMORY_AUTO_PROMOTE_*``)."""
@@ -214,6 +224,14 @@ class MemoryCounts:
 
     def count(self, action: Action) -> int:
         return self.new_rows.get(action.value, 0)
+
+    def metrics(self) -> dict[str, int]:
+        """The batch's memory metrics by name (new audit rows of each kind)."""
+        return {name: self.count(action) for action, name in METRIC_NAMES.items()}
+
+    def summary(self) -> dict[str, Any]:
+        """Structured log fields."""
+        return {"new_rows": self.new_rows, "withdrawn": self.withdrawn, "refolded": self.refolded}
 
 
 @dataclass(frozen=True, slots=True)
