@@ -21,6 +21,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 
 from punk_records.memory import (
     Change,
@@ -29,10 +30,13 @@ from punk_records.memory import (
     MemoryCounts,
     MemoryRules,
     Projection,
+    Status,
     Touched,
     fold_entry,
     project,
 )
+from punk_records.memory_query import MemoryQuery, MemoryRow
+from punk_records.read_store import ReadStore
 
 # Namespace of the advisory locks that serialise a workspace's projection (two int4 keys).
 _LOCK_SPACE = 0x6D656D6F  # "memo"
@@ -324,3 +328,88 @@ def rebuild(conn: psycopg.Connection, workspace: str, rules: MemoryRules) -> Pro
     conn.execute("DELETE FROM memory_entries WHERE workspace_id = %s", (workspace,))
     write(conn, projection.entries, projection.history, [])
     return projection
+
+
+_TS = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+# One entry as the API returns it (timestamps in UTC whatever the session's time zone).
+ENTRY_JSON = f"""json_build_object(
+    'entry_id', entry_id, 'workspace_id', workspace_id, 'key', key, 'value', value,
+    'bucket', bucket, 'status', status, 'confidence', confidence, 'trace_id', trace_id,
+    'satellite_id', satellite_id, 'created_at', {_TS.format("created_at")},
+    'updated_at', {_TS.format("updated_at")},
+    'expires_at', CASE WHEN expires_at IS NULL THEN NULL ELSE {_TS.format("expires_at")} END,
+    'expired', coalesce(expires_at <= now(), false), 'last_event_id', last_event_id
+)::text"""
+_CHANGE_JSON = f"""json_build_object(
+    'event_id', h.event_id, 'action', h.action, 'from_status', h.from_status,
+    'to_status', h.to_status, 'at', {_TS.format("h.at")}, 'satellite_id', h.satellite_id,
+    'reason', h.reason)"""
+# The entry, or for an invalid candidate (no entry) its own audit row, decides the workspace;
+# the audit trail shown is that workspace's.
+_ENTRY_BY_ID = f"""
+WITH owner AS (
+    (SELECT workspace_id FROM memory_entries WHERE entry_id = %(id)s
+     UNION ALL
+     SELECT workspace_id FROM memory_history WHERE entry_id = %(id)s AND event_id = %(id)s)
+    LIMIT 1
+)
+SELECT o.workspace_id,
+       (SELECT {ENTRY_JSON} FROM memory_entries WHERE entry_id = %(id)s),
+       (SELECT coalesce(json_agg({_CHANGE_JSON} ORDER BY h.at, h.event_id), '[]'::json)::text
+        FROM memory_history h WHERE h.entry_id = %(id)s AND h.workspace_id = o.workspace_id)
+FROM owner o
+"""
+
+
+def entries_sql(
+    query: MemoryQuery, statuses: Sequence[Status], after: UUID | None, limit: int
+) -> tuple[sql.Composed, list[Any]]:
+    """The statement and parameters of one page of ``GET /memory`` (one range scan of
+    memory_entries_workspace_key_idx)."""
+    where = [sql.SQL("workspace_id = %s")]
+    params: list[Any] = [query.workspace_id]
+    if query.key is not None:
+        escaped = query.key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(sql.SQL("key LIKE %s"))
+        params.append(escaped + "%")
+    if query.bucket is not None:
+        where.append(sql.SQL("bucket = %s"))
+        params.append(query.bucket.value)
+    where.append(sql.SQL("status = ANY(%s)"))
+    params.append([s.value for s in statuses])
+    if not query.include_expired:
+        where.append(sql.SQL("(expires_at IS NULL OR expires_at > now())"))
+    if after is not None:
+        where.append(
+            sql.SQL(
+                "(key, entry_id) > (SELECT key, entry_id FROM memory_entries WHERE entry_id = %s)"
+            )
+        )
+        params.append(after)
+    statement = sql.SQL(
+        "SELECT {json}, entry_id, key, bucket, status, value::text, confidence, expires_at"
+        " FROM memory_entries WHERE {where} ORDER BY key, entry_id LIMIT {limit}"
+    ).format(json=sql.SQL(ENTRY_JSON), where=sql.SQL(" AND ").join(where), limit=sql.Literal(limit))
+    return statement, params
+
+
+class MemoryReadStore(ReadStore):
+    """:class:`punk_records.memory_query.MemoryReader` on PostgreSQL (the query function's
+    read-only login), with the read store's retry of a connection that died while idle."""
+
+    def entries(
+        self, query: MemoryQuery, statuses: tuple[Status, ...], after: UUID | None, limit: int
+    ) -> list[MemoryRow]:
+        statement, params = entries_sql(query, statuses, after, limit)
+
+        def read(conn: psycopg.Connection) -> list[MemoryRow]:
+            return [MemoryRow(*row) for row in conn.execute(statement, params).fetchall()]
+
+        return self._run(read)
+
+    def entry(self, entry_id: UUID) -> tuple[str, str | None, str] | None:
+        def read(conn: psycopg.Connection) -> tuple[str, str | None, str] | None:
+            row = conn.execute(_ENTRY_BY_ID, {"id": entry_id}).fetchone()
+            return None if row is None else (row[0], row[1], row[2])
+
+        return self._run(read)
