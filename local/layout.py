@@ -59,6 +59,7 @@ LAYERS: dict[str, str] = {
     "memory_store": ADAPTER,
     "replay": ADAPTER,
     "redrive": ADAPTER,
+    "admin": ADAPTER,
     "http_api": HTTP,
     "http_query": HTTP,
     "http_memory": HTTP,

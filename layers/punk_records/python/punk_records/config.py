@@ -48,10 +48,10 @@ class Settings(BaseModel):
     # PostgreSQL: a URL locally, an RDS-style JSON secret in AWS (the secret wins when set).
     # The ingest function reads them for its health check; the query function's point at its
     # read-only login.
-    database_url: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE, QUERY)] = ""
-    database_secret_arn: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE, QUERY)] = ""
-    database_connect_timeout_s: Annotated[int, read_by(INGEST, CONSUMER, MIGRATE, QUERY)] = Field(
-        default=5, ge=1, le=60
+    database_url: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE, QUERY, ADMIN)] = ""
+    database_secret_arn: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE, QUERY, ADMIN)] = ""
+    database_connect_timeout_s: Annotated[int, read_by(INGEST, CONSUMER, MIGRATE, QUERY, ADMIN)] = (
+        Field(default=5, ge=1, le=60)
     )
     # An RDS Proxy endpoint to connect to instead of the secret's host (same credentials).
     database_proxy_endpoint: Annotated[str, read_by(INGEST, CONSUMER)] = ""
@@ -59,14 +59,16 @@ class Settings(BaseModel):
     query_database_secret_arn: Annotated[str, read_by(MIGRATE)] = ""
 
     # API tokens (docs/tokens.md): the JSON token set locally, the secret in AWS
-    api_tokens: Annotated[str, read_by(INGEST, QUERY)] = ""
-    api_tokens_secret_arn: Annotated[str, read_by(INGEST, QUERY)] = ""
-    api_tokens_cache_s: Annotated[int, read_by(INGEST, QUERY)] = Field(default=60, ge=0, le=3_600)
+    api_tokens: Annotated[str, read_by(INGEST, QUERY, ADMIN)] = ""
+    api_tokens_secret_arn: Annotated[str, read_by(INGEST, QUERY, ADMIN)] = ""
+    api_tokens_cache_s: Annotated[int, read_by(INGEST, QUERY, ADMIN)] = Field(
+        default=60, ge=0, le=3_600
+    )
     max_batch_events: Annotated[int, read_by(INGEST)] = Field(default=500, ge=1, le=10_000)
     max_body_bytes: Annotated[int, read_by(INGEST)] = Field(
         default=1_048_576, ge=1_024, le=6_000_000
     )
-    max_payload_bytes: Annotated[int, read_by(INGEST, CONSUMER)] = Field(
+    max_payload_bytes: Annotated[int, read_by(INGEST, CONSUMER, ADMIN)] = Field(
         default=262_144, ge=1_024, le=6_000_000
     )
     max_record_bytes: Annotated[int, read_by(INGEST, CONSUMER)] = Field(
