@@ -63,9 +63,7 @@ def only_entry(result: Projection) -> Any:
 def test_a_candidate_creates_a_workspace_entry_with_defaults() -> None:
     c = candidate({"key": "owner"}, confidence=0.4)
     entry = only_entry(project([c], RULES))
-    assert (entry.entry_id, entry.key, entry.value, entry.bucket) == (
-        c.event_id, "owner", {}, Bucket.WORKSPACE,
-    )  # fmt: skip
+    assert (entry.entry_id, entry.key, entry.bucket) == (c.event_id, "owner", Bucket.WORKSPACE)
     assert (entry.status, entry.confidence, entry.expires_at) == (Status.CANDIDATE, 0.4, None)
 
 

@@ -177,12 +177,12 @@ class Fact:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One entry of the projection."""
+    """One entry of the projection. Its ``value`` is its candidate's ``payload.value`` as stored
+    (an object, ``{}`` when absent): the store copies it from the event, it never changes."""
 
     entry_id: UUID
     workspace_id: str
     key: str
-    value: Mapping[str, Any]
     bucket: Bucket
     status: Status
     confidence: float
@@ -346,7 +346,7 @@ class _Fold:
             expires = fact.ts + timedelta(hours=parsed.ttl_hours)
         self.record(fact, Action.CREATED, Status.CANDIDATE, None)
         self.entry = Entry(
-            self.entry_id, self.workspace_id, parsed.key, parsed.value, parsed.bucket,
+            self.entry_id, self.workspace_id, parsed.key, parsed.bucket,
             Status.CANDIDATE, fact.confidence, fact.trace_id, fact.satellite_id,
             fact.ts, fact.ts, expires, fact.event_id,
         )  # fmt: skip
@@ -415,6 +415,9 @@ class Touched:
     entries: set[tuple[str, UUID]] = field(default_factory=set)
     traces: set[tuple[str, UUID]] = field(default_factory=set)
     invalid_rows: dict[UUID, Change] = field(default_factory=dict)
+    # The batch's candidates as they came: when the batch was new to the store (nothing in it
+    # was stored before), they are what the store holds and need not be read back.
+    candidates: dict[UUID, Fact] = field(default_factory=dict)
 
     def add(self, fact: Fact) -> None:
         """Note one event."""
@@ -422,6 +425,7 @@ class Touched:
         workspace = fact.workspace_id
         if kind == CANDIDATE:
             self.entries.add((workspace, fact.event_id))
+            self.candidates[fact.event_id] = fact
         elif kind in CHANGE_TYPES:
             change = change_payload(fact)
             if isinstance(change, str):

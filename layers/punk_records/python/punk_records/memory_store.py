@@ -12,7 +12,6 @@ redrive never interleaves with the consumer.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from punk_records.memory import (
     Touched,
     fold_entry,
     project,
+    refs_of,
 )
 from punk_records.memory_query import MemoryQuery, MemoryRow
 from punk_records.read_store import ReadStore
@@ -41,51 +41,50 @@ from punk_records.read_store import ReadStore
 # Namespace of the advisory locks that serialise a workspace's projection (two int4 keys).
 _LOCK_SPACE = 0x6D656D6F  # "memo"
 
+# An event as the rules need it: of the payload only the fields they read (an object
+# ``value`` travels as ``{}``: the rules only check that it is one, and the entry's value is
+# copied from the event by _UPSERT_ENTRIES), so a batch's payloads are not sent back.
 _FACT_COLUMNS = """e.event_id, e.ts, e.workspace_id, e.satellite_id, e.trace_id, e.type,
     e.confidence,
-    CASE WHEN e.type LIKE 'memory.%%' THEN e.payload_json
-         ELSE jsonb_build_object('refs', e.payload_json -> 'refs') END"""
+    CASE WHEN e.type LIKE 'memory.%%' THEN (
+        SELECT coalesce(jsonb_object_agg(k, CASE WHEN k = 'value' AND jsonb_typeof(v) = 'object'
+                                                 THEN '{}'::jsonb ELSE v END), '{}'::jsonb)
+        FROM jsonb_each(e.payload_json) AS p(k, v)
+        WHERE k IN ('key', 'value', 'bucket', 'ttl_hours', 'entry_id', 'reason', 'refs'))
+    ELSE jsonb_build_object('refs', e.payload_json -> 'refs') END"""
 
-# Every event of every entry named by (workspace, entry_id) or reached through a decision's
-# (workspace, trace_id), tagged with the entry it concerns. Each branch is an index lookup
-# (primary key, events_memory_change_idx, events_trace_id_idx, events_refs_idx).
-_LOAD_GROUPS = f"""
-WITH targets AS (
-    SELECT g.workspace_id, g.entry_id
-    FROM unnest(%s::text[], %s::uuid[]) AS g(workspace_id, entry_id)
-    UNION
-    SELECT c.workspace_id, c.event_id
-    FROM unnest(%s::text[], %s::uuid[]) AS d(workspace_id, trace_id)
-    JOIN events c ON c.trace_id = d.trace_id AND c.workspace_id = d.workspace_id
-    WHERE c.type = 'memory.candidate'
-), candidates AS (
-    SELECT t.workspace_id, t.entry_id, c.trace_id
-    FROM targets t
-    JOIN events c ON c.event_id = t.entry_id AND c.workspace_id = t.workspace_id
-    WHERE c.type = 'memory.candidate'
-), members AS (
-    SELECT workspace_id, entry_id, entry_id AS event_id FROM candidates
-    UNION ALL
-    SELECT t.workspace_id, t.entry_id, e.event_id
-    FROM targets t
-    JOIN events e ON e.workspace_id = t.workspace_id
-        AND lower(e.payload_json ->> 'entry_id') = t.entry_id::text
-        AND e.type IN ('memory.promoted', 'memory.retracted')
-    UNION ALL
-    SELECT c.workspace_id, c.entry_id, e.event_id
-    FROM candidates c
-    JOIN events e ON e.trace_id = c.trace_id AND e.workspace_id = c.workspace_id
-    WHERE e.type = 'decision.recorded'
-    UNION ALL
-    SELECT t.workspace_id, t.entry_id, e.event_id
-    FROM targets t
-    JOIN events e ON e.payload_json ? 'refs'
-        AND (e.payload_json -> 'refs') ? t.entry_id::text
-        AND e.workspace_id = t.workspace_id
-)
-SELECT m.entry_id, {_FACT_COLUMNS}
-FROM members m JOIN events e ON e.event_id = m.event_id
+# The candidates of the traces of a batch's decisions (they may now be promoted).
+_CANDIDATES_OF_TRACES = """
+SELECT workspace_id, trace_id, event_id FROM events
+WHERE type = 'memory.candidate' AND trace_id = ANY(%s)
 """
+
+# Every event of the entries with these ids: their candidates, the promotions/retractions
+# naming them, the events whose refs list them and the decisions of their candidates' traces,
+# each row tagged with its branch. Every branch is a lookup by a constant array (primary key,
+# events_memory_change_idx, events_refs_idx, events_trace_id_idx), so no plan can turn it into
+# a join of the batch with the table, however stale the table's statistics are.
+_LOAD_ENTRIES_TEMPLATE = """
+WITH candidates AS (
+    SELECT * FROM events e WHERE e.event_id = ANY(%(ids)s) AND e.type = 'memory.candidate'
+)
+SELECT 'c', {columns} FROM candidates e
+UNION ALL
+SELECT 'p', {columns} FROM events e
+WHERE e.type IN ('memory.promoted', 'memory.retracted')
+  AND lower(e.payload_json ->> 'entry_id') = ANY(%(texts)s)
+UNION ALL
+SELECT 'r', {columns} FROM events e
+WHERE e.payload_json ? 'refs' AND (e.payload_json -> 'refs') ?| %(texts)s
+UNION ALL
+SELECT 'd', {columns} FROM events e
+WHERE e.type = 'decision.recorded' AND e.trace_id IN (SELECT trace_id FROM candidates)
+UNION ALL
+SELECT 'd', {columns} FROM events e
+WHERE e.type = 'decision.recorded' AND e.trace_id = ANY(%(traces)s)
+"""
+
+_LOAD_ENTRIES = _LOAD_ENTRIES_TEMPLATE.format(columns=_FACT_COLUMNS)
 
 # Every event of a workspace that the projection can depend on (replay).
 _LOAD_WORKSPACE = f"""
@@ -102,13 +101,15 @@ _ENTRY_COLUMNS = (
 )
 _UPSERT_ENTRIES = f"""
 INSERT INTO memory_entries ({_ENTRY_COLUMNS})
-SELECT n.entry_id, n.workspace_id, n.key, n.value::jsonb, n.bucket, n.status, n.confidence,
-       n.trace_id, n.satellite_id, n.created_at, n.updated_at, n.expires_at, n.last_event_id
-FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-            %s::float8[], %s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[],
-            %s::timestamptz[], %s::uuid[])
-     AS n(entry_id, workspace_id, key, value, bucket, status, confidence, trace_id,
-          satellite_id, created_at, updated_at, expires_at, last_event_id)
+SELECT n.entry_id, n.workspace_id, n.key, coalesce(e.payload_json -> 'value', '{{}}'::jsonb),
+       n.bucket, n.status, n.confidence, n.trace_id, n.satellite_id, n.created_at,
+       n.updated_at, n.expires_at, n.last_event_id
+FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[],
+            %s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
+            %s::uuid[])
+     AS n(entry_id, workspace_id, key, bucket, status, confidence, trace_id, satellite_id,
+          created_at, updated_at, expires_at, last_event_id)
+JOIN events e ON e.event_id = n.entry_id
 ON CONFLICT (entry_id) DO UPDATE SET
     status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
     last_event_id = EXCLUDED.last_event_id
@@ -212,35 +213,87 @@ def _fact(row: Sequence[Any], offset: int = 0) -> Fact:
     )
 
 
-def load_groups(conn: psycopg.Connection, touched: Touched) -> dict[tuple[str, UUID], list[Fact]]:
-    """Every event of every entry ``touched`` names, per (workspace, entry_id)."""
-    entries = sorted(touched.entries)
-    traces = sorted(touched.traces)
+def load_groups(
+    conn: psycopg.Connection, touched: Touched, fresh: bool = False
+) -> dict[tuple[str, UUID], list[Fact]]:
+    """Every event of every entry ``touched`` names, per (workspace, entry_id): two lookups
+    (one when the batch holds no decision). ``fresh`` says the batch's events were all new
+    to the store, so its candidates are not read back."""
+    targets = set(touched.entries)
+    if touched.traces:
+        traces = sorted({trace for _, trace in touched.traces})
+        for workspace, trace, entry_id in conn.execute(
+            _CANDIDATES_OF_TRACES, (traces,), prepare=False
+        ):
+            if (workspace, trace) in touched.traces:
+                targets.add((workspace, entry_id))
+    groups: dict[tuple[str, UUID], list[Fact]] = {key: [] for key in sorted(targets)}
+    if not groups:
+        return groups
+    ids = sorted({entry_id for _, entry_id in groups})
+    known = touched.candidates if fresh else {}
+    facts = [("c", known[entry_id]) for entry_id in ids if entry_id in known]
     rows = conn.execute(
-        _LOAD_GROUPS,
-        (
-            [ws for ws, _ in entries],
-            [entry for _, entry in entries],
-            [ws for ws, _ in traces],
-            [trace for _, trace in traces],
-        ),
+        _LOAD_ENTRIES,
+        {
+            "ids": [entry_id for entry_id in ids if entry_id not in known],
+            "texts": [str(entry_id) for entry_id in ids],
+            "traces": sorted({fact.trace_id for _, fact in facts}),
+        },
+        prepare=False,
     ).fetchall()
-    groups: dict[tuple[str, UUID], list[Fact]] = {key: [] for key in entries}
-    for row in rows:
-        fact = _fact(row, 1)
-        groups.setdefault((fact.workspace_id, row[0]), []).append(fact)
+    facts += [(row[0], _fact(row, 1)) for row in rows]
+    traces_of: dict[tuple[str, UUID], list[UUID]] = {}
+    decisions: list[Fact] = []
+    for kind, fact in facts:
+        workspace = fact.workspace_id
+        if kind == "c":
+            _add(groups, (workspace, fact.event_id), fact)
+            traces_of.setdefault((workspace, fact.trace_id), []).append(fact.event_id)
+        elif kind == "p":
+            entry_id = _entry_id(str(fact.payload.get("entry_id", "")).lower())
+            if entry_id is not None:
+                _add(groups, (workspace, entry_id), fact)
+        elif kind == "r":
+            for ref in refs_of(fact.payload):
+                entry_id = _entry_id(ref)
+                if entry_id is not None:
+                    _add(groups, (workspace, entry_id), fact)
+        else:
+            decisions.append(fact)
+    for fact in decisions:
+        for entry_id in traces_of.get((fact.workspace_id, fact.trace_id), ()):
+            _add(groups, (fact.workspace_id, entry_id), fact)
     return groups
 
 
-def project_batch(conn: psycopg.Connection, touched: Touched, rules: MemoryRules) -> MemoryCounts:
+def _entry_id(text: str) -> UUID | None:
+    """The entry id ``text`` names exactly (canonical lower-case form), else None."""
+    try:
+        entry_id = UUID(text)
+    except ValueError:
+        return None
+    return entry_id if str(entry_id) == text else None
+
+
+def _add(groups: dict[tuple[str, UUID], list[Fact]], key: tuple[str, UUID], fact: Fact) -> None:
+    group = groups.get(key)
+    if group is not None:
+        group.append(fact)
+
+
+def project_batch(
+    conn: psycopg.Connection, touched: Touched, rules: MemoryRules, fresh: bool = False
+) -> MemoryCounts:
     """Bring the projection up to date with a batch whose events are already inserted, in the
-    caller's transaction. Raise psycopg errors (the caller's transaction then rolls back)."""
+    caller's transaction (``fresh``: every event of the batch was new to the store). Raise
+    psycopg errors (the caller's transaction then rolls back)."""
     if not touched:
         return MemoryCounts()
     lock_workspaces(conn, touched.workspaces)
     entries: list[Entry] = []
     rows: list[Change] = list(touched.invalid)
-    groups = load_groups(conn, touched)
+    groups = load_groups(conn, touched, fresh)
     for (workspace, entry_id), facts in groups.items():
         entry, changes = fold_entry(entry_id, workspace, facts, rules)
         if entry is not None:
@@ -281,7 +334,6 @@ def _entry_columns(entries: Sequence[Entry]) -> tuple[list[Any], ...]:
         [e.entry_id for e in entries],
         [e.workspace_id for e in entries],
         [e.key for e in entries],
-        [json.dumps(e.value, separators=(",", ":"), ensure_ascii=False) for e in entries],
         [e.bucket.value for e in entries],
         [e.status.value for e in entries],
         [e.confidence for e in entries],

@@ -92,7 +92,9 @@ def write_batch(
             inserted, received = _insert_events(conn, _Noted(batch, touched))
             letters = batch.dead_letters()
             dead = _insert_dead_letters(conn, letters) if letters else 0
-            memory = project_batch(conn, touched, memory_rules or MemoryRules())
+            memory = project_batch(
+                conn, touched, memory_rules or MemoryRules(), fresh=inserted == received
+            )
     except (
         psycopg.OperationalError,
         psycopg.errors.SerializationFailure,
