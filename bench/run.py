@@ -53,17 +53,9 @@ class Plan:
     def of(cls, args: argparse.Namespace) -> Plan:
         if args.quick:
             return cls(
-                {100: 2, 1_000: 2, 10_000: 1},
-                20,
-                5,
-                1,
-                1,
-                args.e2e_events or 500,
-                1,
-                20_000,
-                50,
+                {100: 2, 1_000: 2, 10_000: 1}, 20, 5, 1, 1, args.e2e_events or 500, 1, 20_000, 50,
                 2,
-            )
+            )  # fmt: skip
         return cls(
             {100: 15, 1_000: 9, 10_000: 5}, 300, 100, 5, 5, args.e2e_events or 100_000, 3,
             1_000_000, 1_000, 7,
