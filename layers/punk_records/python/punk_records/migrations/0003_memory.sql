@@ -43,7 +43,7 @@ CREATE INDEX memory_history_workspace_idx ON memory_history (workspace_id, entry
 -- The projector finds an entry's promotions/retractions by the entry_id in their payload, and
 -- the events that reference it by payload.refs. Both indexes are partial: the other events
 -- (most of them) cost nothing to insert. Decisions of a trace use events_trace_id_idx.
-CREATE INDEX events_memory_change_idx ON events (workspace_id, lower(payload_json ->> 'entry_id'))
+CREATE INDEX events_memory_change_idx ON events ((lower(payload_json ->> 'entry_id')))
     WHERE type IN ('memory.promoted', 'memory.retracted');
 CREATE INDEX events_refs_idx ON events USING gin ((payload_json -> 'refs'))
     WHERE payload_json ? 'refs';
