@@ -201,8 +201,8 @@ def reference(events: list[dict[str, Any]], workspace: str) -> tuple[set[Any], s
                     "expires": ts + timedelta(hours=valid["ttl"]) if valid["ttl"] else None,
                 }  # fmt: skip
                 row(eid, e, "created", None, "candidate")
-            continue
-        if e["type"] in ("memory.promoted", "memory.retracted"):
+        # (a candidate's refs count towards other entries' auto-promotion too)
+        elif e["type"] in ("memory.promoted", "memory.retracted"):
             target = _valid_change(p)
             if target is None:
                 row(eid, e, "invalid", None, None)

@@ -415,17 +415,18 @@ class Touched:
     entries: set[tuple[str, UUID]] = field(default_factory=set)
     traces: set[tuple[str, UUID]] = field(default_factory=set)
     invalid_rows: dict[UUID, Change] = field(default_factory=dict)
-    # The batch's candidates as they came: when the batch was new to the store (nothing in it
-    # was stored before), they are what the store holds and need not be read back.
-    candidates: dict[UUID, Fact] = field(default_factory=dict)
+    # The batch's events that memory concerns, as they came: when the batch was new to the
+    # store (nothing in it was stored before), they are what the store holds and need not be
+    # read back.
+    facts: dict[UUID, Fact] = field(default_factory=dict)
 
     def add(self, fact: Fact) -> None:
         """Note one event."""
         kind = fact.type
         workspace = fact.workspace_id
+        self.facts[fact.event_id] = fact
         if kind == CANDIDATE:
             self.entries.add((workspace, fact.event_id))
-            self.candidates[fact.event_id] = fact
         elif kind in CHANGE_TYPES:
             change = change_payload(fact)
             if isinstance(change, str):

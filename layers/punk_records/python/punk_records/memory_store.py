@@ -23,6 +23,9 @@ import psycopg
 from psycopg import sql
 
 from punk_records.memory import (
+    CANDIDATE,
+    CHANGE_TYPES,
+    DECISION,
     Change,
     Entry,
     Fact,
@@ -73,15 +76,19 @@ UNION ALL
 SELECT 'p', {columns} FROM events e
 WHERE e.type IN ('memory.promoted', 'memory.retracted')
   AND lower(e.payload_json ->> 'entry_id') = ANY(%(texts)s)
+  AND NOT e.event_id = ANY(%(known)s)
 UNION ALL
 SELECT 'r', {columns} FROM events e
 WHERE e.payload_json ? 'refs' AND (e.payload_json -> 'refs') ?| %(texts)s
+  AND NOT e.event_id = ANY(%(known)s)
 UNION ALL
 SELECT 'd', {columns} FROM events e
 WHERE e.type = 'decision.recorded' AND e.trace_id IN (SELECT trace_id FROM candidates)
+  AND NOT e.event_id = ANY(%(known)s)
 UNION ALL
 SELECT 'd', {columns} FROM events e
 WHERE e.type = 'decision.recorded' AND e.trace_id = ANY(%(traces)s)
+  AND NOT e.event_id = ANY(%(known)s)
 """
 
 _LOAD_ENTRIES = _LOAD_ENTRIES_TEMPLATE.format(columns=_FACT_COLUMNS)
@@ -218,7 +225,8 @@ def load_groups(
 ) -> dict[tuple[str, UUID], list[Fact]]:
     """Every event of every entry ``touched`` names, per (workspace, entry_id): two lookups
     (one when the batch holds no decision). ``fresh`` says the batch's events were all new
-    to the store, so its candidates are not read back."""
+    to the store: then they are taken as noted in ``touched``, and only the events stored
+    before are read."""
     targets = set(touched.entries)
     if touched.traces:
         traces = sorted({trace for _, trace in touched.traces})
@@ -231,14 +239,15 @@ def load_groups(
     if not groups:
         return groups
     ids = sorted({entry_id for _, entry_id in groups})
-    known = touched.candidates if fresh else {}
-    facts = [("c", known[entry_id]) for entry_id in ids if entry_id in known]
+    known = touched.facts if fresh else {}
+    facts = [(role, fact) for fact in known.values() for role in _roles(fact)]
     rows = conn.execute(
         _LOAD_ENTRIES,
         {
             "ids": [entry_id for entry_id in ids if entry_id not in known],
             "texts": [str(entry_id) for entry_id in ids],
-            "traces": sorted({fact.trace_id for _, fact in facts}),
+            "traces": sorted({fact.trace_id for fact in known.values() if fact.type == CANDIDATE}),
+            "known": list(known),
         },
         prepare=False,
     ).fetchall()
@@ -265,6 +274,20 @@ def load_groups(
         for entry_id in traces_of.get((fact.workspace_id, fact.trace_id), ()):
             _add(groups, (fact.workspace_id, entry_id), fact)
     return groups
+
+
+def _roles(fact: Fact) -> list[str]:
+    """The branches of _LOAD_ENTRIES that would return ``fact``."""
+    roles = []
+    if fact.type == CANDIDATE:
+        roles.append("c")
+    elif fact.type in CHANGE_TYPES:
+        roles.append("p")
+    elif fact.type == DECISION:
+        roles.append("d")
+    if "refs" in fact.payload:
+        roles.append("r")
+    return roles
 
 
 def _entry_id(text: str) -> UUID | None:
