@@ -67,7 +67,12 @@ def test_given_a_batch_of_targets_then_loading_their_events_uses_indexes(populat
     document = plan(
         populated,
         _LOAD_ENTRIES,
-        {"ids": ids, "texts": [str(i) for i in ids], "traces": [uuid.uuid4() for _ in range(50)]},
+        {
+            "ids": ids,
+            "texts": [str(i) for i in ids],
+            "traces": [uuid.uuid4() for _ in range(50)],
+            "known": [uuid.uuid4() for _ in range(500)],
+        },
     )
     assert '"Seq Scan"' not in document
     for index in ("events_pkey", "events_memory_change_idx", "events_refs_idx",
