@@ -370,6 +370,7 @@ def test_given_every_log_group_then_it_outlives_the_stack() -> None:
         "ConsumerLogGroup",
         "MigrateLogGroup",
         "QueryLogGroup",
+        "AdminLogGroup",
     }
     for name, group in groups.items():
         assert group["DeletionPolicy"] == "Retain", name
