@@ -20,10 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, consumer, e2e, ingest, query, redaction
+from bench import coldstart, consumer, e2e, ingest, memory_mix, query, redaction
 from bench.common import ROOT, Spread, machine, progress
 
-FIGURES = ("redaction", "layer", "coldstart", "consumer", "memory", "ingest", "e2e", "query")
+FIGURES = (
+    "redaction", "layer", "coldstart", "consumer", "memory", "memory_mix", "ingest", "e2e",
+    "query",
+)  # fmt: skip
 SIZES = (100, 1_000, 10_000)
 SIZE_KEYS = {100: "100", 1_000: "1k", 10_000: "10k"}
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -44,16 +47,18 @@ class Plan:
     e2e_repeat: int
     query_events: int
     query_repeat: int
+    memory_mix_repeat: int
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> Plan:
         if args.quick:
             return cls(
-                {100: 2, 1_000: 2, 10_000: 1}, 20, 5, 1, 1, args.e2e_events or 500, 1, 20_000, 50
-            )
+                {100: 2, 1_000: 2, 10_000: 1}, 20, 5, 1, 1, args.e2e_events or 500, 1, 20_000, 50,
+                2,
+            )  # fmt: skip
         return cls(
             {100: 15, 1_000: 9, 10_000: 5}, 300, 100, 5, 5, args.e2e_events or 100_000, 3,
-            1_000_000, 1_000,
+            1_000_000, 1_000, 7,
         )  # fmt: skip
 
 
@@ -66,7 +71,7 @@ def _services(args: argparse.Namespace, wanted: set[str]) -> Iterator[tuple[str,
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         dsn, bootstrap = args.dsn or "", args.bootstrap or ""
-        if not dsn and wanted & {"consumer", "memory", "query"}:
+        if not dsn and wanted & {"consumer", "memory", "memory_mix", "query"}:
             progress("starting PostgreSQL")
             postgres = Postgres(tmp / "postgres", fast=args.fast_db)
             with contextlib.redirect_stdout(sys.stderr):
@@ -119,6 +124,8 @@ def measure(args: argparse.Namespace, plan: Plan, wanted: set[str]) -> dict[str,
         if "memory" in wanted:
             progress("consumer memory: 10,000 records in a fresh process")
             details["memory"] = consumer.peak_rss(dsn, 10_000)
+        if "memory_mix" in wanted:
+            details["memory_mix"] = memory_mix.measure(dsn, plan.memory_mix_repeat)
         if "ingest" in wanted:
             details["ingest"] = ingest.measure(
                 bootstrap, topic, plan.ingest_single_runs, plan.ingest_batch_runs
@@ -165,6 +172,8 @@ def headline(details: dict[str, Any]) -> dict[str, float]:
         results["e2e_p99_ms"] = round(details["e2e"]["p99_ms"]["median"], 1)
     if "memory" in details:
         results["consumer_peak_rss_mb"] = round(details["memory"]["delta_mb"], 1)
+    if "memory_mix" in details:
+        results["consumer_memory_mix_ratio"] = round(details["memory_mix"]["ratio_of_medians"], 3)
     if "query" in details:
         q = details["query"]
         results["query_p50_ms"] = round(q["handler_p50_ms"], 3)
@@ -204,6 +213,11 @@ def table(details: dict[str, Any]) -> str:
             target = "≥ 0.50" if size == 10_000 else ""
             runs = str(c["ratio"]["runs"])
             rows.append((f"consumer {size:,}: handler ÷ COPY rate", _ratio(c), runs, target))
+    if "memory_mix" in details:
+        m = details["memory_mix"]
+        add("consumer 10,000, 20% memory events: rec/s", m["mix_records_per_s"], 0)
+        add("consumer 10,000, no memory events: rec/s", m["none_records_per_s"], 0)
+        rows.append(("consumer memory mix ÷ none", _ratio(m), str(m["ratio"]["runs"]), "≥ 0.90"))
     if "ingest" in details:
         for label, what in (("single", "1 event"), ("batch100", "batch of 100")):
             i = details["ingest"][label]

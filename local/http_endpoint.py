@@ -33,6 +33,8 @@ ROUTE_KEYS = (
     "GET /events",
     "GET /events/{event_id}",
     "GET /dead-letters",
+    "GET /memory",
+    "GET /memory/{entry_id}",
 )
 
 # HTTP API quota: the request payload is capped at 10 MB (hard limit).

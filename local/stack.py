@@ -48,7 +48,7 @@ QUERY_FUNCTION = "QueryFunction"
 QUERY_LOGIN = "punk_query"
 # What the local token may do: everything a newcomer tries first (docs/tokens.md).
 LOCAL_TOKEN_ID = "local"  # noqa: S105 (the id shown in logs, not a token)
-LOCAL_SCOPES = ("events:write", "events:read", "dead_letters:read")
+LOCAL_SCOPES = ("events:write", "events:read", "dead_letters:read", "memory:read")
 READY_TIMEOUT_S = 120
 # The functions' default MAX_RECORD_BYTES (punk_records.config), which the topic must take. This
 # process does not import the layer package: like Lambda, only the functions see it.

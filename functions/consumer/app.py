@@ -100,4 +100,6 @@ def _publish(outcome: BatchOutcome, source: str) -> None:
     metrics.add_metric(
         name="BatchLatency", unit=MetricUnit.Milliseconds, value=round(outcome.elapsed_ms, 3)
     )
+    for name, value in outcome.memory.metrics().items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     logger.info("batch stored", extra={"event_source": source, **outcome.summary()})

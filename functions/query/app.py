@@ -1,5 +1,6 @@
-"""Query function: ``GET /events``, ``GET /events/{event_id}`` and ``GET /dead-letters`` behind the
-same HTTP API as ingest, on a PostgreSQL login that can only ``SELECT`` (docs/query.md).
+"""Query function: ``GET /events``, ``GET /events/{event_id}``, ``GET /dead-letters``,
+``GET /memory`` and ``GET /memory/{entry_id}`` behind the same HTTP API as ingest, on a
+PostgreSQL login that can only ``SELECT`` (docs/query.md, docs/memory.md).
 
 Each route authenticates the bearer token, calls one use case of ``punk_records.query`` and
 returns its page; every error is rendered by ``punk_records.http_api``.
@@ -16,10 +17,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Loaded at init, not by the first request: every read needs psycopg.
 import punk_records.read_store  # noqa: F401
-from punk_records import http_api, http_query
+from punk_records import http_api, http_memory, http_query
 from punk_records.auth import authorize
 from punk_records.bootstrap import container
 from punk_records.errors import PunkRecordsError
+from punk_records.memory_query import get_memory_entry as get_memory_entry_use_case
+from punk_records.memory_query import list_memory
 from punk_records.observability import logger, metrics, tracer
 from punk_records.query import get_event, list_dead_letters, list_events
 
@@ -54,6 +57,24 @@ def get_dead_letters() -> Response[str]:
     params = http_query.query_params(event.raw_query_string)
     page = list_dead_letters(token, params, container.reader(), container.cursors())
     return http_query.page_response(page, "dead_letters")
+
+
+@app.get("/memory", **http_memory.GET_MEMORY_OPENAPI)
+def get_memory() -> Response[str]:
+    event = app.current_event
+    token = authorize(event.headers, container.tokens())
+    params = http_query.query_params(event.raw_query_string)
+    markdown = http_memory.wants_markdown(event.headers)
+    page = list_memory(token, params, container.memory_reader(), container.cursors(), markdown)
+    return http_memory.memory_response(page, markdown)
+
+
+@app.get("/memory/<entry_id>", **http_memory.GET_MEMORY_ENTRY_OPENAPI)
+def get_memory_entry(entry_id: str) -> Response[str]:
+    token = authorize(app.current_event.headers, container.tokens())
+    return http_memory.entry_response(
+        get_memory_entry_use_case(token, entry_id, container.memory_reader())
+    )
 
 
 @app.exception_handler(PunkRecordsError)

@@ -18,7 +18,12 @@ from local import envelopes
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 # Each module exposes ``samples() -> dict[str, dict]``: file name -> event.
-GENERATORS = ("local.samples.apigw", "local.samples.apigw_query", "local.samples.kafka")
+GENERATORS = (
+    "local.samples.apigw",
+    "local.samples.apigw_query",
+    "local.samples.kafka",
+    "local.samples.admin",
+)
 
 
 def fixed_id(namespace: uuid.UUID, name: str) -> str:

@@ -139,10 +139,67 @@ def poison_records() -> list[dict[str, Any]]:
     ]
 
 
+def memory_records() -> list[dict[str, Any]]:
+    """Governed memory in one batch (docs/memory.md), out of order: a candidate promoted by a
+    decision of its trace, one promoted explicitly then retracted (which arrives first), an
+    ephemeral one, one referenced by two events (auto-promoted), and an invalid candidate."""
+    decided = envelope(
+        "mem-decided",
+        type="memory.candidate",
+        confidence=0.9,
+        payload={"key": "deploy/cadence", "value": {"days": ["tue", "thu"]}, "bucket": "global"},
+    )
+    decision = envelope(
+        "mem-decision",
+        type="decision.recorded",
+        ts="2026-11-26T09:00:00+01:00",
+        trace_id=str(decided.trace_id),
+        payload={"summary": "deploy on tuesdays and thursdays"},
+    )
+    reviewed = envelope(
+        "mem-reviewed", type="memory.candidate", confidence=0.4, payload={"key": "owner/db"}
+    )
+    promoted = envelope(
+        "mem-promote",
+        type="memory.promoted",
+        ts="2026-11-26T08:00:00+01:00",
+        payload={"entry_id": str(reviewed.event_id), "reason": "confirmed by on-call"},
+    )
+    retracted = envelope(
+        "mem-retract",
+        type="memory.retracted",
+        ts="2026-11-26T10:00:00+01:00",
+        payload={"entry_id": str(reviewed.event_id), "reason": "team changed"},
+    )
+    ephemeral = envelope(
+        "mem-ephemeral",
+        type="memory.candidate",
+        confidence=0.6,
+        payload={"key": "incident/open", "bucket": "ephemeral", "ttl_hours": 6},
+    )
+    cited = envelope(
+        "mem-cited", type="memory.candidate", confidence=0.8, payload={"key": "runbook/disk"}
+    )
+    refs = {"summary": "followed the runbook", "refs": [str(cited.event_id)]}
+    first_ref = envelope("mem-ref-1", ts="2026-11-26T08:30:00+01:00", payload=refs)
+    second_ref = envelope(
+        "mem-ref-2", type="task.created", ts="2026-11-26T08:45:00+01:00", payload=refs
+    )
+    invalid = envelope(
+        "mem-invalid", type="memory.candidate", payload={"key": "", "bucket": "attic"}
+    )
+    ordered = [
+        retracted, decided, decision, promoted, reviewed, ephemeral, second_ref, cited,
+        first_ref, invalid,
+    ]  # fmt: skip
+    return [envelope_record(env, 0, 400 + i) for i, env in enumerate(ordered)]
+
+
 def samples() -> dict[str, dict[str, Any]]:
     """Every consumer sample event by file name."""
     scenarios = {
         "batch-valid": valid_records(),
+        "batch-memory": memory_records(),
         "batch-with-duplicates": duplicate_records(),
         "batch-with-poison": poison_records(),
         "batch-empty": [],

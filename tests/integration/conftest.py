@@ -72,7 +72,7 @@ def topic(kafka: Kafka) -> str:
 def db(postgres: Postgres) -> Iterator[psycopg.Connection]:
     """An autocommit connection to a database whose tables start empty."""
     with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE events, dead_letters")
+        conn.execute("TRUNCATE events, dead_letters, memory_entries, memory_history")
         yield conn
 
 

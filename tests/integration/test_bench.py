@@ -38,6 +38,7 @@ REQUIRED_KEYS = {
     "redaction_false_positive_rate",
     "redaction_us_p50",
     "redaction_worst_ms_256k",
+    "consumer_memory_mix_ratio",
     "query_p50_ms",
     "query_p99_ms",
     "query_vs_sql_ratio",

@@ -71,6 +71,7 @@ EXPECTED = {
     "batch-with-duplicates": (3, 0),
     "batch-with-poison": (2, 6),
     "batch-empty": (0, 0),
+    "batch-memory": (10, 0),
 }
 SAMPLES = sorted(samples.samples())
 

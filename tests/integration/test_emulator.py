@@ -46,9 +46,14 @@ class Batch:
     dead_letters: int
 
 
+@dataclass(frozen=True)
+class Admin:
+    """A request to the admin function (tested with the memory it replays and redrives)."""
+
+
 # The documented result of every sample (docs/ingest.md, docs/consumer.md). A new sample file
 # without an entry here fails the run.
-EXPECTED: dict[str, Http | Batch] = {
+EXPECTED: dict[str, Http | Batch | Admin] = {
     "apigw-get-health.json": Http(200),
     "apigw-post-events-valid.json": Http(202, accepted=1),
     "apigw-post-events-batch.json": Http(202, accepted=3),
@@ -68,10 +73,23 @@ EXPECTED: dict[str, Http | Batch] = {
             "batch-valid": Batch(events=5, dead_letters=0),
             "batch-with-duplicates": Batch(events=3, dead_letters=0),
             "batch-with-poison": Batch(events=2, dead_letters=6),
+            "batch-memory": Batch(events=10, dead_letters=0),
             "batch-empty": Batch(events=0, dead_letters=0),
         }.items()
     },
 }
+# The admin function's samples: tests/integration/test_memory_admin.py.
+EXPECTED.update(
+    {
+        name: Admin()
+        for name in (
+            "admin-replay-ws-alpha.json",
+            "admin-replay-ws-alpha-dry-run.json",
+            "admin-redrive-all.json",
+            "admin-redrive-topic-range.json",
+        )
+    }
+)
 SAMPLES = sorted(path.name for path in EVENTS_DIR.glob("*.json"))
 
 
@@ -176,7 +194,7 @@ def test_given_an_api_gateway_sample_when_the_ingest_function_runs_then_it_answe
         assert body["failing"] == []
 
 
-@pytest.mark.parametrize("sample", [s for s in SAMPLES if not s.startswith("apigw-")])
+@pytest.mark.parametrize("sample", [s for s in SAMPLES if s.startswith(("msk-", "smk-"))])
 def test_given_a_kafka_sample_when_the_consumer_function_runs_then_postgres_holds_the_result(
     sample: str, consumer: LambdaFunction, db: psycopg.Connection
 ) -> None:

@@ -30,7 +30,11 @@ def test_given_fresh_database_when_migrated_then_tables_and_indexes_exist(postgr
     with psycopg.connect(fresh, autocommit=True) as conn:
         # (the read-only role of 0002 exists already: the session's database created it, and
         # roles belong to the cluster; applying 0002 again must still work)
-        assert migrations.apply(conn) == ["0001_initial.sql", "0002_read_api.sql"]
+        assert migrations.apply(conn) == [
+            "0001_initial.sql",
+            "0002_read_api.sql",
+            "0003_memory.sql",
+        ]
         indexes = {
             row[0]
             for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'events'")
@@ -47,6 +51,8 @@ def test_given_fresh_database_when_migrated_then_tables_and_indexes_exist(postgr
         "events_workspace_type_ts_id_idx",
         "events_workspace_satellite_ts_id_idx",
         "events_trace_id_idx",
+        "events_memory_change_idx",
+        "events_refs_idx",
     }
     assert reader_may_select == (True, False)
 

@@ -12,10 +12,10 @@ import pytest
 
 from local.template import load_template
 from punk_records import migrations
-from punk_records.config import CONSUMER, INGEST, MIGRATE, QUERY, Settings
+from punk_records.config import ADMIN, CONSUMER, INGEST, MIGRATE, QUERY, Settings
 from punk_records.observability import NAMESPACE, SERVICE
 
-FUNCTIONS_READING = (INGEST, CONSUMER, MIGRATE, QUERY)
+FUNCTIONS_READING = (INGEST, CONSUMER, MIGRATE, QUERY, ADMIN)
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
@@ -45,7 +45,7 @@ def prop(function: str, name: str) -> Any:
     return FUNCTIONS[function].get(name, GLOBALS.get(name))
 
 
-def test_given_the_template_then_it_defines_exactly_the_four_functions() -> None:
+def test_given_the_template_then_it_defines_exactly_the_five_functions() -> None:
     assert set(FUNCTIONS) == set(NEEDED)
 
 
@@ -152,7 +152,10 @@ def test_given_the_http_api_then_writes_go_to_ingest_reads_to_query_with_logs_an
         ("GET", "/events"),
         ("GET", "/events/{event_id}"),
         ("GET", "/dead-letters"),
+        ("GET", "/memory"),
+        ("GET", "/memory/{entry_id}"),
     }
+    assert "Events" not in FUNCTIONS["AdminFunction"]  # sam remote invoke only
     api = RESOURCES["HttpApi"]["Properties"]
     assert "DestinationArn" in api["AccessLogSettings"]
     assert "$context.requestId" in api["AccessLogSettings"]["Format"]
@@ -277,6 +280,8 @@ def _secret_policies(function: str) -> list[Any]:
         ("MigrateFunction", ["DatabaseSecretArn", "QueryDatabaseSecretArn"]),
         # Its own read-only login; never the consumer's credentials.
         ("QueryFunction", ["QueryDatabaseSecretArn", "ApiTokensSecretArn", "CursorKeySecret"]),
+        # It writes the projection and redriven events: the consumer's login, and the tokens.
+        ("AdminFunction", ["DatabaseSecretArn", "ApiTokensSecretArn"]),
     ],
 )
 def test_given_a_function_then_it_reads_exactly_its_secrets_and_nothing_is_granted_on_star(
@@ -365,6 +370,7 @@ def test_given_every_log_group_then_it_outlives_the_stack() -> None:
         "ConsumerLogGroup",
         "MigrateLogGroup",
         "QueryLogGroup",
+        "AdminLogGroup",
     }
     for name, group in groups.items():
         assert group["DeletionPolicy"] == "Retain", name

@@ -81,8 +81,9 @@ def test_given_the_functions_then_those_that_touch_the_database_are_created_afte
         "ConsumerFunction",
         "QueryFunction",
         "MigrateFunction",
+        "AdminFunction",
     }
-    for name in ("IngestFunction", "ConsumerFunction", "QueryFunction"):
+    for name in ("IngestFunction", "ConsumerFunction", "QueryFunction", "AdminFunction"):
         assert "Migrations" in json.dumps(functions[name].get("DependsOn")), name
     assert "DependsOn" not in functions["MigrateFunction"]
     for name, mapping in of_type(resources, "AWS::Lambda::EventSourceMapping").items():
@@ -117,7 +118,7 @@ def test_given_the_roles_then_no_managed_msk_policy_and_no_describe_cluster_for_
 
 def test_given_the_log_groups_then_every_one_is_retained(resources) -> None:
     groups = of_type(resources, "AWS::Logs::LogGroup")
-    assert len(groups) == 5
+    assert len(groups) == 6
     for name, group in groups.items():
         assert (group["DeletionPolicy"], group["UpdateReplacePolicy"]) == ("Retain", "Retain"), name
 

@@ -36,6 +36,8 @@ def test_given_the_openapi_document_then_every_route_of_the_template_is_describe
         "GET /events",
         "GET /events/{event_id}",
         "GET /dead-letters",
+        "GET /memory",
+        "GET /memory/{entry_id}",
     }
 
 

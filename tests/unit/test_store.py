@@ -25,7 +25,7 @@ def test_given_a_write_that_fails_half_way_when_retried_then_every_event_is_sent
     # GIVEN a first attempt that reads two events of a streaming batch, then loses the connection
     attempts: list[list[StoredEvent]] = []
 
-    def write_batch(conn: Connection, batch: Batch) -> WriteResult:
+    def write_batch(conn: Connection, batch: Batch, *_rest: object) -> WriteResult:
         source = batch.events()
         if not attempts:
             attempts.append([next(source), next(source)])
@@ -52,7 +52,7 @@ def test_given_plain_events_when_written_then_they_are_one_replayable_batch(
 ) -> None:
     seen: list[list[StoredEvent]] = []
 
-    def write_batch(conn: Connection, batch: Batch) -> WriteResult:
+    def write_batch(conn: Connection, batch: Batch, *_rest: object) -> WriteResult:
         seen.append(list(batch.events()))
         if len(seen) == 1:
             raise StoreUnavailable("batch write failed: connection lost")

@@ -21,6 +21,7 @@ from punk_records.tokens import TokenSource
 if TYPE_CHECKING:
     from punk_records.cursor import CursorCodec
     from punk_records.health import HealthChecker, HealthReport
+    from punk_records.memory_store import MemoryReadStore
     from punk_records.producer import KafkaProbe, ProducerCache
     from punk_records.read_store import ReadStore
     from punk_records.store import EventStore
@@ -40,6 +41,7 @@ class Container:
         self._store: EventStore | None = None
         self._health: HealthChecker | None = None
         self._reader: ReadStore | None = None
+        self._memory_reader: MemoryReadStore | None = None
         self._cursors: CursorCodec | None = None
 
     def settings(self) -> Settings:
@@ -80,11 +82,14 @@ class Container:
         """The PostgreSQL event store (lazy: no connection until first use)."""
         with self._lock:
             if self._store is None:
+                from punk_records.memory import MemoryRules
                 from punk_records.store import EventStore, database_conninfo
 
                 settings = self.settings()
                 self._store = EventStore(
-                    lambda: database_conninfo(settings), settings.database_connect_timeout_s
+                    lambda: database_conninfo(settings),
+                    settings.database_connect_timeout_s,
+                    MemoryRules.from_settings(settings),
                 )
             return self._store
 
@@ -97,6 +102,15 @@ class Container:
 
                 self._reader = ReadStore(self.store())
             return self._reader
+
+    def memory_reader(self) -> MemoryReadStore:
+        """The memory routes' queries, on the store's (read-only) connection."""
+        with self._lock:
+            if self._memory_reader is None:
+                from punk_records.memory_store import MemoryReadStore
+
+                self._memory_reader = MemoryReadStore(self.store())
+            return self._memory_reader
 
     def cursors(self) -> CursorCodec:
         """The page-cursor signer (``CURSOR_KEY`` or its secret)."""
@@ -150,6 +164,7 @@ class Container:
         with self._lock:
             producer, probe, store, health = self._producer, self._probe, self._store, self._health
             self._settings = self._tokens = self._reader = self._cursors = None
+            self._memory_reader = None
             self._producer = self._probe = self._store = self._health = None
         if producer is not None:
             producer.reset()

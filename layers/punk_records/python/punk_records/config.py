@@ -17,7 +17,7 @@ from punk_records.errors import ConfigurationError
 DEFAULT_TOPIC = "punk-records.events.v1"
 
 # The functions, by the name their template resource starts with (IngestFunction, ...).
-INGEST, CONSUMER, MIGRATE, QUERY = "Ingest", "Consumer", "Migrate", "Query"
+INGEST, CONSUMER, MIGRATE, QUERY, ADMIN = "Ingest", "Consumer", "Migrate", "Query", "Admin"
 
 
 def read_by(*functions: str) -> Any:
@@ -48,10 +48,10 @@ class Settings(BaseModel):
     # PostgreSQL: a URL locally, an RDS-style JSON secret in AWS (the secret wins when set).
     # The ingest function reads them for its health check; the query function's point at its
     # read-only login.
-    database_url: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE, QUERY)] = ""
-    database_secret_arn: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE, QUERY)] = ""
-    database_connect_timeout_s: Annotated[int, read_by(INGEST, CONSUMER, MIGRATE, QUERY)] = Field(
-        default=5, ge=1, le=60
+    database_url: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE, QUERY, ADMIN)] = ""
+    database_secret_arn: Annotated[str, read_by(INGEST, CONSUMER, MIGRATE, QUERY, ADMIN)] = ""
+    database_connect_timeout_s: Annotated[int, read_by(INGEST, CONSUMER, MIGRATE, QUERY, ADMIN)] = (
+        Field(default=5, ge=1, le=60)
     )
     # An RDS Proxy endpoint to connect to instead of the secret's host (same credentials).
     database_proxy_endpoint: Annotated[str, read_by(INGEST, CONSUMER)] = ""
@@ -59,14 +59,16 @@ class Settings(BaseModel):
     query_database_secret_arn: Annotated[str, read_by(MIGRATE)] = ""
 
     # API tokens (docs/tokens.md): the JSON token set locally, the secret in AWS
-    api_tokens: Annotated[str, read_by(INGEST, QUERY)] = ""
-    api_tokens_secret_arn: Annotated[str, read_by(INGEST, QUERY)] = ""
-    api_tokens_cache_s: Annotated[int, read_by(INGEST, QUERY)] = Field(default=60, ge=0, le=3_600)
+    api_tokens: Annotated[str, read_by(INGEST, QUERY, ADMIN)] = ""
+    api_tokens_secret_arn: Annotated[str, read_by(INGEST, QUERY, ADMIN)] = ""
+    api_tokens_cache_s: Annotated[int, read_by(INGEST, QUERY, ADMIN)] = Field(
+        default=60, ge=0, le=3_600
+    )
     max_batch_events: Annotated[int, read_by(INGEST)] = Field(default=500, ge=1, le=10_000)
     max_body_bytes: Annotated[int, read_by(INGEST)] = Field(
         default=1_048_576, ge=1_024, le=6_000_000
     )
-    max_payload_bytes: Annotated[int, read_by(INGEST, CONSUMER)] = Field(
+    max_payload_bytes: Annotated[int, read_by(INGEST, CONSUMER, ADMIN)] = Field(
         default=262_144, ge=1_024, le=6_000_000
     )
     max_record_bytes: Annotated[int, read_by(INGEST, CONSUMER)] = Field(
@@ -83,6 +85,18 @@ class Settings(BaseModel):
     # {"key": "..."} in AWS, a string locally (the secret wins when set).
     cursor_key: Annotated[str, read_by(QUERY)] = ""
     cursor_key_secret_arn: Annotated[str, read_by(QUERY)] = ""
+
+    # Governed memory (docs/memory.md): the auto-promotion thresholds, read where the
+    # projection is computed (the consumer, and replay/redrive in the admin function).
+    memory_auto_promote_confidence: Annotated[float, read_by(CONSUMER, ADMIN)] = Field(
+        default=0.75, ge=0.0, le=1.0
+    )
+    memory_auto_promote_window_hours: Annotated[int, read_by(CONSUMER, ADMIN)] = Field(
+        default=168, ge=1, le=8_760
+    )
+    memory_auto_promote_refs: Annotated[int, read_by(CONSUMER, ADMIN)] = Field(
+        default=2, ge=1, le=100
+    )
 
     @classmethod
     def variables_read_by(cls, function: str) -> set[str]:

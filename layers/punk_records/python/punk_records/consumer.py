@@ -12,6 +12,7 @@ from typing import Any
 from punk_records.acceptance import DEFAULT_LIMITS, Limits, accept
 from punk_records.envelope import decode
 from punk_records.errors import InvalidEnvelope
+from punk_records.memory import MemoryCounts
 from punk_records.ports import DeadLetter, Store, StoredEvent, WriteResult
 from punk_records.redaction import redact_bytes
 
@@ -59,6 +60,7 @@ class BatchOutcome:
     partitions: dict[str, OffsetRange] = field(default_factory=dict)
     poison_sample: list[dict[str, Any]] = field(default_factory=list)
     elapsed_ms: float = 0.0
+    memory: MemoryCounts = field(default_factory=MemoryCounts)
 
     def summary(self) -> dict[str, Any]:
         """Structured log fields: counts, offset ranges per ``topic-partition``, poison sample."""
@@ -74,6 +76,7 @@ class BatchOutcome:
                 for name, r in self.partitions.items()
             },
             "poison_sample": self.poison_sample,
+            "memory": self.memory.summary(),
         }
 
 
@@ -192,6 +195,7 @@ def consume(
         partitions={k: OffsetRange(lo, hi, n) for k, (lo, hi, n) in batch.ranges.items()},
         poison_sample=batch.poison_sample,
         elapsed_ms=(time.perf_counter() - started) * 1_000,
+        memory=result.memory or MemoryCounts(),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from punk_records.acceptance import Record
 from punk_records.envelope import Envelope
+from punk_records.memory import MemoryCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,8 @@ class WriteResult:
     inserted: int
     duplicates: int
     dead_lettered: int
+    # What the batch did to the memory projection (None: not projected, e.g. a fake store).
+    memory: MemoryCounts | None = None
 
 
 @runtime_checkable

@@ -128,7 +128,7 @@ class DeadLetterQuery(_Query):
 # (parameter name -> every value it was given) as parsed from a query string.
 Params = Mapping[str, Sequence[str]]
 _REPEATABLE = {"type"}
-Q = TypeVar("Q", bound=_Query)
+Q = TypeVar("Q", bound=BaseModel)
 
 
 def parse_query(model: type[Q], params: Params) -> Q:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -17,6 +17,8 @@ from punk_records import migrations
 from punk_records.aws_secrets import read_json_secret
 from punk_records.config import Settings
 from punk_records.errors import ConfigurationError, StoreUnavailable
+from punk_records.memory import MemoryRules, Touched
+from punk_records.memory_store import project_batch
 from punk_records.observability import trace_library
 from punk_records.ports import Batch, DeadLetter, StoredEvent, WriteResult, as_batch
 
@@ -72,20 +74,27 @@ def write_batch(
     conn: psycopg.Connection,
     events: Batch | Iterable[StoredEvent],
     dead_letters: Sequence[DeadLetter] = (),
+    memory_rules: MemoryRules | None = None,
 ) -> WriteResult:
     """Insert events (deduplicated by event_id) and dead letters in one transaction.
 
     ``events`` is a :class:`~punk_records.ports.Batch` (its events stream to PostgreSQL as they
     are produced, its dead letters are read after them) or plain events with ``dead_letters``.
-    A fixed handful of statements whatever the batch size. Raise StoreUnavailable on connection
-    loss, serialization failures or timeouts; nothing is committed in that case.
+    A fixed handful of statements whatever the batch size. The memory projection follows the
+    new events in the same transaction (:func:`punk_records.memory_store.project_batch`).
+    Raise StoreUnavailable on connection loss, serialization failures or timeouts; nothing is
+    committed in that case.
     """
     batch = as_batch(events, dead_letters)
+    touched = Touched()
     try:
         with conn.transaction():
-            inserted, received = _insert_events(conn, batch)
+            inserted, received = _insert_events(conn, _Noted(batch, touched))
             letters = batch.dead_letters()
             dead = _insert_dead_letters(conn, letters) if letters else 0
+            memory = project_batch(
+                conn, touched, memory_rules or MemoryRules(), fresh=inserted == received
+            )
     except (
         psycopg.OperationalError,
         psycopg.errors.SerializationFailure,
@@ -93,7 +102,27 @@ def write_batch(
         psycopg.errors.QueryCanceled,
     ) as exc:
         raise StoreUnavailable(f"batch write failed: {_reason(exc)}") from exc
-    return WriteResult(inserted=inserted, duplicates=received - inserted, dead_lettered=dead)
+    return WriteResult(
+        inserted=inserted, duplicates=received - inserted, dead_lettered=dead, memory=memory
+    )
+
+
+class _Noted:
+    """``batch`` whose events are noted in ``touched`` as they stream by (for the memory
+    projection; noting an event twice, on a replay, changes nothing)."""
+
+    def __init__(self, batch: Batch, touched: Touched) -> None:
+        self._batch = batch
+        self._touched = touched
+
+    def events(self) -> Iterator[StoredEvent]:
+        note = self._touched.add_envelope
+        for item in self._batch.events():
+            note(item.envelope)
+            yield item
+
+    def dead_letters(self) -> Sequence[DeadLetter]:
+        return self._batch.dead_letters()
 
 
 class _JsonbBytesDumper(Dumper):
@@ -174,9 +203,15 @@ class EventStore:
     ``conninfo`` is a callable so that credentials can come from a secret that rotates.
     """
 
-    def __init__(self, conninfo: Callable[[], str], connect_timeout: int = 5) -> None:
+    def __init__(
+        self,
+        conninfo: Callable[[], str],
+        connect_timeout: int = 5,
+        memory_rules: MemoryRules | None = None,
+    ) -> None:
         self._conninfo = conninfo
         self._timeout = connect_timeout
+        self._memory_rules = memory_rules or MemoryRules()
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
 
@@ -207,11 +242,11 @@ class EventStore:
         """
         batch = as_batch(events, dead_letters)
         try:
-            return write_batch(self.connection(), batch)
+            return write_batch(self.connection(), batch, (), self._memory_rules)
         except StoreUnavailable:
             self.reset()
         try:
-            return write_batch(self.connection(), batch)
+            return write_batch(self.connection(), batch, (), self._memory_rules)
         except StoreUnavailable:
             self.reset()
             raise
