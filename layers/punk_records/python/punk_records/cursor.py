@@ -57,7 +57,9 @@ class CursorCodec:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):
             raise invalid from None
-        if len(raw) != 1 + size + _MAC_BYTES or raw[0] != _VERSION:
+        # One spelling per cursor: base64 ignores the spare bits of its last character.
+        canonical = base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == cursor
+        if not canonical or len(raw) != 1 + size + _MAC_BYTES or raw[0] != _VERSION:
             raise invalid
         position, mac = raw[1 : 1 + size], raw[1 + size :]
         if not hmac.compare_digest(mac, self._mac(fingerprint, position)):
