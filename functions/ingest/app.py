@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -18,7 +17,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 import punk_records.producer  # noqa: F401
 from punk_records import http_api
 from punk_records.bootstrap import container
-from punk_records.errors import PunkRecordsError
 from punk_records.ingest import accept_events, request_log, writer
 from punk_records.observability import logger, metrics, tracer
 
@@ -50,20 +48,7 @@ def get_health() -> Response[str]:
     return http_api.json_response(200 if report.ok else 503, report)
 
 
-@app.exception_handler(PunkRecordsError)
-def on_error(exc: PunkRecordsError) -> Response[str]:
-    return http_api.error_response(exc)
-
-
-@app.exception_handler(ServiceError)
-def on_routing_error(exc: ServiceError) -> Response[str]:
-    return http_api.routing_error_response(exc)
-
-
-@app.exception_handler(Exception)
-def on_unexpected(exc: Exception) -> Response[str]:
-    logger.exception("unhandled error", extra={"error": type(exc).__name__})
-    return http_api.error_response(exc)
+http_api.install_error_handlers(app)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

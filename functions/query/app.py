@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -20,7 +19,6 @@ import punk_records.read_store  # noqa: F401
 from punk_records import http_api, http_memory, http_query
 from punk_records.auth import authorize
 from punk_records.bootstrap import container
-from punk_records.errors import PunkRecordsError
 from punk_records.memory_query import get_memory_entry as get_memory_entry_use_case
 from punk_records.memory_query import list_memory
 from punk_records.observability import logger, metrics, tracer
@@ -77,20 +75,7 @@ def get_memory_entry(entry_id: str) -> Response[str]:
     )
 
 
-@app.exception_handler(PunkRecordsError)
-def on_error(exc: PunkRecordsError) -> Response[str]:
-    return http_api.error_response(exc)
-
-
-@app.exception_handler(ServiceError)
-def on_routing_error(exc: ServiceError) -> Response[str]:
-    return http_api.routing_error_response(exc)
-
-
-@app.exception_handler(Exception)
-def on_unexpected(exc: Exception) -> Response[str]:
-    logger.exception("unhandled error", extra={"error": type(exc).__name__})
-    return http_api.error_response(exc)
+http_api.install_error_handlers(app)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,7 @@ from punk_records.errors import (
 )
 from punk_records.health import CHECK_TIMEOUT_S, HealthReport
 from punk_records.ingest import Accepted, JsonDocument
+from punk_records.observability import logger
 
 # Seconds a client should wait before retrying after a 503: long enough for a broker
 # leader election or restart, short enough that satellites do not buffer much.
@@ -100,6 +101,19 @@ def routing_error_response(exc: ServiceError) -> Response[str]:
     """Powertools' own errors (no such route: 404), in our error format."""
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
     return json_response(exc.status_code, ErrorBody(error=code, message=str(exc.msg)))
+
+
+def install_error_handlers(app: APIGatewayHttpResolver) -> None:
+    """Render errors alike on every HTTP function: ours with their status and code, routing
+    errors in our format, anything else as a logged 500 that says nothing of the cause."""
+    app.exception_handler(PunkRecordsError)(error_response)
+    app.exception_handler(ServiceError)(routing_error_response)
+    app.exception_handler(Exception)(_unexpected_error_response)
+
+
+def _unexpected_error_response(exc: Exception) -> Response[str]:
+    logger.exception("unhandled error", extra={"error": type(exc).__name__})
+    return error_response(exc)
 
 
 def _is_json_media_type(content_type: str) -> bool:
