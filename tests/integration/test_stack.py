@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,24 +24,14 @@ import psycopg
 import pytest
 from kafka import KafkaProducer
 
-from local.processes import REPO_ROOT, group_members
+from local.processes import group_members
 from local.stack import TOPIC, Stack
 from tests.factories import event_dict
+from tests.integration.stack_util import stack_cli
 
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 30
-
-
-def stack_cli(root: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "local.stack", "--dir", str(root), *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
