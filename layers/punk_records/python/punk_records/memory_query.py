@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from punk_records.cursor import CursorCodec
 from punk_records.envelope import Identifier
-from punk_records.errors import InvalidQuery, NotFound
+from punk_records.errors import NotFound
 from punk_records.memory import MAX_KEY_CHARS, Bucket, Status
 from punk_records.query import (
     DEFAULT_LIMIT,
@@ -26,6 +26,7 @@ from punk_records.query import (
     Params,
     _request,
     parse_query,
+    path_uuid,
 )
 from punk_records.tokens import Scope, Token
 
@@ -175,12 +176,7 @@ def get_memory_entry(token: Token, entry_id: str, reader: MemoryReader) -> str:
     """
     with _request("GET /memory/{entry_id}", token) as log:
         token.require_scope(Scope.MEMORY_READ)
-        try:
-            key = UUID(entry_id)
-        except ValueError:
-            raise InvalidQuery(
-                [{"loc": ["path", "entry_id"], "msg": "must be a UUID", "type": "uuid_parsing"}]
-            ) from None
+        key = path_uuid("entry_id", entry_id)
         found = reader.entry(key)
         if found is None:
             raise NotFound(f"no memory entry has the id {key}")

@@ -275,6 +275,16 @@ def list_events(token: Token, params: Params, reader: Reader, cursors: CursorCod
         return Page([row.json for row in rows], next_cursor)
 
 
+def path_uuid(name: str, value: str) -> UUID:
+    """The UUID in path parameter ``name``; raise InvalidQuery (400) when it is not one."""
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidQuery(
+            [{"loc": ["path", name], "msg": "must be a UUID", "type": "uuid_parsing"}]
+        ) from None
+
+
 def get_event(token: Token, event_id: str, reader: Reader) -> str:
     """``GET /events/{event_id}``: the event as stored, as JSON text.
 
@@ -282,12 +292,7 @@ def get_event(token: Token, event_id: str, reader: Reader) -> str:
     """
     with _request("GET /events/{event_id}", token) as log:
         token.require_scope(Scope.EVENTS_READ)
-        try:
-            key = UUID(event_id)
-        except ValueError:
-            raise InvalidQuery(
-                [{"loc": ["path", "event_id"], "msg": "must be a UUID", "type": "uuid_parsing"}]
-            ) from None
+        key = path_uuid("event_id", event_id)
         found = reader.event(key)
         if found is None:
             raise NotFound(f"no event has the id {key}")
