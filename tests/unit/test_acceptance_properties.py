@@ -117,7 +117,7 @@ def stored(records: Sequence[Record], limits: Limits) -> MemoryStore:
     """What the consumer stores when the ESM delivers ``records``."""
     store = MemoryStore()
     batch = [
-        KafkaRecord("topic", 0, offset, r.key, r.value, tuple(r.headers))
+        KafkaRecord("topic", 0, offset, r.key, r.value)
         for offset, r in enumerate(records)
     ]
     consume(batch, store, limits)

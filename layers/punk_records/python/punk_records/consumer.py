@@ -25,15 +25,13 @@ _MAX_POISON_LISTED = 10
 
 @dataclass(frozen=True, slots=True)
 class KafkaRecord:
-    """One Kafka record, already base64-decoded. ``timestamp`` is epoch milliseconds."""
+    """One Kafka record, already base64-decoded: what the consumer stores or dead-letters."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    timestamp: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

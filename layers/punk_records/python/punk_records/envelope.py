@@ -34,11 +34,8 @@ CONTENT_TYPE = b"application/json"
 
 # Characters PostgreSQL text/jsonb cannot hold (NUL) or UTF-8 cannot encode (lone surrogates).
 _UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
-# In raw JSON, the only spellings that can produce what the payload walk looks for. JSON input
-# without them (and with fewer brackets than the depth limit) needs no walk.
-_RISKY_JSON = re.compile(rb"\\u0000|NaN|Infinity")
-# The same for JSON text Python's json module parsed with NaN and Infinity refused: a NUL or a
-# lone surrogate can only come from an escape, as raw control characters are invalid JSON.
+# For JSON text Python's json module parsed with NaN and Infinity refused: a NUL or a lone
+# surrogate can only come from an escape, as raw control characters are invalid JSON.
 _RISKY_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
@@ -311,8 +308,13 @@ def decode(value: bytes) -> Envelope:
 
     Bytes that are not UTF-8 or not JSON are reported as an error of type ``json_invalid``.
     """
+    # In raw JSON, the only spellings that can produce what the payload walk looks for; input
+    # without them (and with fewer brackets than the depth limit) needs no walk. ``in`` finds
+    # them several times faster than one regex alternation over the same bytes.
     context = {
-        "plain_json": _RISKY_JSON.search(value) is None
+        "plain_json": b"\\u0000" not in value
+        and b"NaN" not in value
+        and b"Infinity" not in value
         and value.count(b"{") + value.count(b"[") <= MAX_PAYLOAD_DEPTH,
     }
     try:
