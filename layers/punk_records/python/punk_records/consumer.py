@@ -91,7 +91,7 @@ def classify(record: KafkaRecord, limits: Limits = DEFAULT_LIMITS) -> StoredEven
         raise InvalidEnvelope([{"loc": [], "msg": "record has no value", "type": "missing"}])
     # decode() also refuses what PostgreSQL cannot store (NUL, NaN): one such value would
     # otherwise fail every retry of its batch and block the partition.
-    accepted = accept(decode(value), limits, raw=value)
+    accepted = accept(decode(value), limits)
     return StoredEvent(
         accepted.envelope, record.topic, record.partition, record.offset, accepted.payload_json
     )

@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from punk_records.errors import InvalidEnvelope
-from punk_records.redaction import credential_family, payload_json_clean, redact_if_needed
+from punk_records.redaction import credential_family, redact_if_needed
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
@@ -215,14 +215,9 @@ class Envelope(BaseModel):
                 raise problem
         return value
 
-    def redacted(self, raw: bytes | None = None) -> Envelope:
-        """This envelope with secrets removed from ``payload`` (idempotent).
-
-        ``raw`` is the JSON this envelope was decoded from, if at hand: when one scan of it
-        finds nothing to look at, the payload is not walked.
-        """
-        if raw is not None and payload_json_clean(raw):
-            return self
+    def redacted(self) -> Envelope:
+        """This envelope with secrets removed from ``payload`` (idempotent); itself when there
+        is nothing to remove."""
         clean = redact_if_needed(self.payload)
         if clean is None or clean == self.payload:
             return self
