@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from punk_records.config import Settings
 from punk_records.envelope import DEFAULT_MAX_PAYLOAD_BYTES, Envelope
@@ -50,8 +50,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """An accepted event: the redacted envelope and the exact Kafka record it travels as."""
 
     envelope: Envelope

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from punk_records.acceptance import DEFAULT_LIMITS, Limits, accept
 from punk_records.envelope import decode
@@ -23,8 +23,7 @@ _MAX_REASON_CHARS = 1_000
 _MAX_POISON_LISTED = 10
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaRecord:
+class KafkaRecord(NamedTuple):
     """One Kafka record, already base64-decoded: what the consumer stores or dead-letters."""
 
     topic: str
