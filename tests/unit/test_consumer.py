@@ -95,6 +95,8 @@ def test_given_payload_with_secret_when_classified_then_payload_is_redacted():
         (b"[1, 2]", "not a valid envelope: Input should be an object"),
         (b'"a string"', "not a valid envelope: Input should be an object"),
         (value_of(severity="catastrophic"), "not a valid envelope: severity: "),
+        # Valid ISO-8601, but before year 1 in UTC: refused, not a batch that fails every retry.
+        (value_of(ts="0001-01-01T00:00:00+14:00"), "not a valid envelope: ts: ts is outside"),
         (value_of(schema_version=2), "not a valid envelope: schema_version: "),
         (
             value_of(payload={"x": "NUL \u0000 inside"}),

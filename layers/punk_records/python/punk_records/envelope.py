@@ -204,7 +204,15 @@ class Envelope(BaseModel):
     def _to_utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00:00+14:00 is a valid ISO-8601 time before year 1 in UTC. pydantic
+            # turns only ValueError into a validation error: this one would escape as a 500
+            # at ingest and fail every retry of a consumer batch.
+            raise PydanticCustomError(
+                "datetime_out_of_range", "ts is outside years 1 to 9999 once converted to UTC"
+            ) from None
 
     @field_validator("payload")
     @classmethod
