@@ -33,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import EVENT_TYPES, ROOT, lambda_context, percentile, progress
+from bench.common import EVENT_TYPES, ROOT, lambda_context, percentile, progress, suite_started
 
 WORKSPACES = 100
 PAGE = 100
@@ -155,6 +155,7 @@ def measure(dsn: str, events: int, repeat: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.query", dsn, str(events), str(repeat)],
         cwd=ROOT,
+        env={**os.environ, "BENCH_STARTED": repr(suite_started())},
         stdout=subprocess.PIPE,
         check=True,
         text=True,
