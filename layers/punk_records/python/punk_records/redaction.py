@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import contextlib
 import re
 import zlib
 from bisect import bisect_right
@@ -29,6 +28,8 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
+
+from pydantic_core import to_json
 
 if TYPE_CHECKING:
     from punk_records.redaction_rules import Rule
@@ -413,6 +414,10 @@ def _raw_anchor(expression: str) -> str:
     return "".join(out)
 
 
+def _stop(expression: int, start: int, end: int, flags: int, context: object) -> bool:
+    return True  # a match handler that ends the scan at the first match
+
+
 class _Compiled:
     """The rules compiled: one Hyperscan database of anchors, one RE2 regex per rule."""
 
@@ -479,22 +484,16 @@ class _Compiled:
         )
         self.raw_scratch = hyperscan.Scratch(self.raw_database)
 
+        self.terminated = hyperscan.ScanTerminated
+
     def raw_json_clean(self, data: bytes) -> bool:
-        import hyperscan
-
         """True when nothing in raw JSON ``data`` can be redacted: no rule's anchor, no secret
-        word, no escape. Stops at the first sign of work."""
-        found = False
-
-        def on_match(expression: int, start: int, end: int, flags: int, context: object) -> bool:
-            nonlocal found
-            found = True
-            return True  # stop scanning
-
-        # Stopping the scan raises ScanTerminated; found already says why.
-        with contextlib.suppress(hyperscan.ScanTerminated):
-            self.raw_database.scan(data, match_event_handler=on_match, scratch=self.raw_scratch)
-        return not found
+        word, no escape. The first sign of work stops the scan (ScanTerminated)."""
+        try:
+            self.raw_database.scan(data, match_event_handler=_stop, scratch=self.raw_scratch)
+        except self.terminated:
+            return False
+        return True
 
     def candidates(self, text: str) -> list[int]:
         """Indices of the rules whose anchors occur in ``text``, in rule order; ``NAMES`` first
@@ -959,7 +958,12 @@ def redact(value: Any) -> Any:
 def redact_if_needed(value: Any) -> Any | None:
     """``redact(value)``, or None when that is sure to be an equal copy (no string holds a
     secret, no key names one, no name/value pair holds one): the common, clean payload is not
-    copied at all."""
+    copied at all.
+
+    A value whose compact JSON one scan finds clean (``payload_json_clean``) is not walked:
+    serialising is C-speed, a walk over many small objects is not."""
+    if _json_clean(value):
+        return None
     strings: list[str] = []
     _collect(value, strings)
     redacted, names = _redact_strings(strings) if strings else ({}, False)
@@ -988,6 +992,16 @@ def _names_a_secret(value: Any) -> bool:
             if kind is dict or kind is list or (kind is not str and isinstance(item, dict | list)):
                 stack.append(item)
     return False
+
+
+def _json_clean(value: Any) -> bool:
+    """True when ``value`` serialises to JSON that ``payload_json_clean`` finds clean. Values
+    JSON cannot hold (lone surrogates, cycles, other types) are not: the full path decides."""
+    try:
+        data = to_json(value)
+    except ValueError:  # PydanticSerializationError
+        return False
+    return _engine().raw_json_clean(data)
 
 
 def payload_json_clean(data: bytes) -> bool:
