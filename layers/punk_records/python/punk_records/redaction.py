@@ -205,7 +205,22 @@ def _placeholder(value: str) -> bool:
 
 def _random_body(body: str) -> bool:
     """A token body that is not a placeholder (repeated characters, x-runs, words)."""
-    return len(set(body)) > 4 and "xxxxxx" not in body.lower() and not _placeholder(body)
+    return _varied(body) and "xxxxxx" not in body.lower() and not _placeholder(body)
+
+
+def _varied(text: str) -> bool:
+    """True when ``text`` has more than four distinct characters. A token run can be 256 KiB:
+    its head usually decides, and deleting one character at a time is C-speed."""
+    if len(set(text[:64])) > 4:
+        return True
+    for _ in range(4):
+        if not text:
+            return False
+        text = text.replace(text[0], "")
+    return bool(text)
+
+
+_DIGIT = re.compile(r"[0-9]")
 
 
 # ------------------------------------------------------------------------------ checks
@@ -286,11 +301,11 @@ def _prose_password_ok(value: str) -> bool:
 def _token_with_digit_ok(value: str) -> bool:
     # A kebab-case chain such as "sk-learn-style-naming" or "xoxb-your-bot-token" has no digit;
     # real keys do.
-    return any(c.isdigit() for c in value) and _token_ok(value)
+    return _DIGIT.search(value) is not None and _token_ok(value)
 
 
 def _discord_ok(value: str) -> bool:
-    return any(c.isdigit() for c in value) and _random_body(value)
+    return _DIGIT.search(value) is not None and _random_body(value)
 
 
 def _mailgun_ok(value: str) -> bool:
@@ -488,7 +503,12 @@ class _Compiled:
 
     def raw_json_clean(self, data: bytes) -> bool:
         """True when nothing in raw JSON ``data`` can be redacted: no rule's anchor, no secret
-        word, no escape. The first sign of work stops the scan (ScanTerminated)."""
+        word, no escape but a line break or a tab. The first sign of work stops the scan
+        (ScanTerminated)."""
+        if b"\\" in data:
+            # Line breaks and tabs are scanned as themselves, as the full path sees them. Any
+            # other escape (an escaped backslash included) leaves a backslash: that is work.
+            data = data.replace(b"\\n", b"\n").replace(b"\\r", b"\r").replace(b"\\t", b"\t")
         try:
             self.raw_database.scan(data, match_event_handler=_stop, scratch=self.raw_scratch)
         except self.terminated:
@@ -887,9 +907,24 @@ def _hides_secret(value: Any) -> bool:
 
 
 def _copy_list(items: list[Any], redacted: dict[str, str]) -> list[Any]:
-    result = []
+    result: list[Any] = []
     in_block = False
     for item in items:
+        if type(item) is _Kept:
+            # A clean run opens no block; only one open before it can go on into it.
+            kept = item.items
+            done = 0
+            while in_block and done < len(kept):
+                line = kept[done]
+                if isinstance(line, str) and (_PEM_CLOSE.search(line) or _PEM_LINE.fullmatch(line)):
+                    in_block = _PEM_CLOSE.search(line) is None
+                    line = _marker("private_key")
+                else:
+                    in_block = False
+                result.append(line)
+                done += 1
+            result += kept[done:]
+            continue
         if isinstance(item, str):
             if in_block:
                 if _PEM_CLOSE.search(item) or _PEM_LINE.fullmatch(item):
@@ -960,16 +995,69 @@ def redact_if_needed(value: Any) -> Any | None:
     secret, no key names one, no name/value pair holds one): the common, clean payload is not
     copied at all.
 
-    A value whose compact JSON one scan finds clean (``payload_json_clean``) is not walked:
-    serialising is C-speed, a walk over many small objects is not."""
-    if _json_clean(value):
+    Serialising is C-speed and a walk over many small objects is not, so a value whose compact
+    JSON one scan finds clean (``payload_json_clean``) is not walked, and in a large value the
+    runs of list items that scan clean are not walked either: the copy shares them with
+    ``value`` (neither is ever mutated).
+    """
+    data = _json(value)
+    if data is not None and _engine().raw_json_clean(data):
         return None
+    if data is not None and len(data) >= _LARGE_JSON:
+        value = _without_clean_runs(value)
     strings: list[str] = []
     _collect(value, strings)
     redacted, names = _redact_strings(strings) if strings else ({}, False)
     if not redacted and not (names and _names_a_secret(value)):
         return None
     return _copy(value, redacted)
+
+
+class _Kept:
+    """A run of list items whose JSON scans clean: in a copy, they stay as they are."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+
+# A value whose JSON is this large is searched for clean runs of this many list items; lists
+# shorter than two runs are walked as they are.
+_LARGE_JSON = 32 * 1024
+_RUN = 32
+
+
+def _without_clean_runs(value: Any) -> Any:
+    """``value`` with each clean run of a long list's items (``_RUN``, checked by one scan of
+    their JSON) replaced by one ``_Kept``: the walks skip it, ``_copy_list`` puts it back.
+    Containers that hold such a run are new; everything else is ``value``'s own."""
+    if isinstance(value, dict):
+        view: dict[Any, Any] | None = None
+        for key, item in value.items():
+            if isinstance(item, (dict, list)):
+                inner = _without_clean_runs(item)
+                if inner is not item:
+                    view = dict(value) if view is None else view
+                    view[key] = inner
+        return value if view is None else view
+    if isinstance(value, list):
+        if len(value) < 2 * _RUN:
+            items = [_without_clean_runs(item) for item in value]
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        result: list[Any] = []
+        clean = dirty = 0
+        for start in range(0, len(value), _RUN):
+            run = value[start : start + _RUN]
+            # Where most runs hold work, scanning them is waste: the rest is walked.
+            if dirty <= clean + 4 and _json_clean(run):
+                clean += 1
+                result.append(_Kept(run))
+            else:
+                dirty += 1
+                result += (_without_clean_runs(item) for item in run)
+        return result
+    return value
 
 
 def _names_a_secret(value: Any) -> bool:
@@ -994,14 +1082,19 @@ def _names_a_secret(value: Any) -> bool:
     return False
 
 
-def _json_clean(value: Any) -> bool:
-    """True when ``value`` serialises to JSON that ``payload_json_clean`` finds clean. Values
-    JSON cannot hold (lone surrogates, cycles, other types) are not: the full path decides."""
+def _json(value: Any) -> bytes | None:
+    """``value`` as compact JSON, or None for what JSON cannot hold (lone surrogates, cycles,
+    other types): for those the full path decides."""
     try:
-        data = to_json(value)
+        return to_json(value)
     except ValueError:  # PydanticSerializationError
-        return False
-    return _engine().raw_json_clean(data)
+        return None
+
+
+def _json_clean(value: Any) -> bool:
+    """True when ``value``'s JSON is clean by ``payload_json_clean``."""
+    data = _json(value)
+    return data is not None and _engine().raw_json_clean(data)
 
 
 def payload_json_clean(data: bytes) -> bool:
