@@ -26,6 +26,8 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
+from itertools import accumulate, repeat
+from operator import add
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -457,6 +459,8 @@ class _Compiled:
             )
         ]
         self.name_groups = [regex.groupindex.get("n") for regex in self.regexes]
+        # RE2's wrapper builds groupindex anew on every access.
+        self.group_indexes = [regex.groupindex for regex in self.regexes]
         self.checks = [_CHECKS.get(rule.check) for rule in self.rules]
         expressions: list[bytes] = []
         flags: list[int] = []
@@ -561,7 +565,7 @@ class _Compiled:
                 value = text[start:end]
                 kind: str | None = rule.kind
                 if rule.check == "labelled":
-                    kind = _labelled_kind(text, match, self.regexes[index], (start, end))
+                    kind = _labelled_kind(text, match, self.group_indexes[index], (start, end))
                 elif name_group is not None:
                     name_kind = _name_kind(_group(text, match, name_group) or "")
                     kind = name_kind if name_kind and _value_ok(value.strip()) else None
@@ -615,9 +619,10 @@ _CODE = re.compile(
 )
 
 
-def _labelled_kind(text: str, match: Any, regex: Any, start_end: tuple[int, int]) -> str | None:
+def _labelled_kind(
+    text: str, match: Any, groups: dict[str, int], start_end: tuple[int, int]
+) -> str | None:
     """The kind for a ``name = value`` match, or None when it is not a secret assignment."""
-    groups = regex.groupindex
     name = _group(text, match, groups["n"]) or ""
     branch = next(b for b in ("", "2", "3") if match.span(groups["s" + b])[0] >= 0)
     quoted = not branch
@@ -766,11 +771,8 @@ def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool, set[str]]:
     )
     if not spans and not encoded:
         return {}, names, set()
-    starts: list[int] = []
-    offset = 0
-    for string in originals:
-        starts.append(offset)
-        offset += len(string) + len(_SEPARATOR)
+    # Where each string starts in the joined text (C-speed: payloads have many strings).
+    starts = list(accumulate(map(add, map(len, originals), repeat(len(_SEPARATOR))), initial=0))
     per_string: dict[int, list[tuple[int, int, str, int]]] = {}
     for start, end, kind, rank in spans:
         index = bisect_right(starts, start) - 1
@@ -957,7 +959,7 @@ def _copy(value: Any, redacted: dict[str, str]) -> Any:
                 kind = _name_kind(name) or (
                     "aws_secret_access_key" if _aws_pair(name, item) else kind
                 )
-            if isinstance(item, str) and isinstance(key, str) and _auth_method(key, item):
+            if kind and isinstance(item, str) and isinstance(key, str) and _auth_method(key, item):
                 kind = None
             if kind and _hides_secret(item) and not isinstance(item, dict):
                 item = _secret_marker(item, kind, redacted)
