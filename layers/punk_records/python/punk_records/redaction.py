@@ -11,9 +11,10 @@ over the items of a list every item of the block.
 
 Matches become ``[REDACTED:<kind>]`` markers. No rule matches a marker, and where a marker gives
 a glued neighbour a new boundary the pass repeats, so redacting twice changes nothing. Engines
-are built on first use (~60-110 ms), so importing this module compiles nothing; the consumer
-also skips the walk of a payload whose raw JSON one scan shows to be clean
-(``payload_json_clean``).
+are built on first use (~60-110 ms), so importing this module compiles nothing. A value whose
+JSON one scan shows to be clean is not walked at all (``payload_json_clean`` on the raw JSON at
+hand, ``redact_if_needed`` on the value serialised), and in a large value only the runs of list
+items with work in them are.
 """
 
 from __future__ import annotations
