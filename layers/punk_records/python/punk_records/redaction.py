@@ -1004,10 +1004,11 @@ def redact_if_needed(value: Any) -> Any | None:
     ``value`` (neither is ever mutated).
     """
     data = _json(value)
-    if data is not None and _engine().raw_json_clean(data):
-        return None
-    if data is not None and len(data) >= _LARGE_JSON:
-        value = _without_clean_runs(value)
+    if data is not None:
+        if (_ENGINE or _engine()).raw_json_clean(data):
+            return None
+        if len(data) >= _LARGE_JSON:
+            value = _without_clean_runs(value)
     strings: list[str] = []
     _collect(value, strings)
     redacted, names = _redact_strings(strings) if strings else ({}, False)
