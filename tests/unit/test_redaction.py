@@ -698,3 +698,38 @@ def test_given_a_pem_block_over_many_list_items_when_checked_then_every_line_is_
     assert not any(line in json.dumps(result) for line in lines)
     if closed:
         assert kept[31 + len(block) :] == ["after"] * 40
+
+
+def test_given_ascii_text_when_no_placeholder_hint_occurs_then_the_pattern_finds_nothing():
+    # _placeholder skips its (slow) pattern for ASCII text without any hint: every way the
+    # pattern can match must show a hint, in any letter case and at any position.
+    import random
+
+    from bench.redaction_corpus import corpus as repository_corpus
+    from punk_records.redaction import _PLACEHOLDER, _PLACEHOLDER_FIRST, _PLACEHOLDER_HINTS
+
+    pieces = [
+        "${", "{{", "$(", "%(", "<x>", "...", "$A", "%PATH%", "process.env", "os.environ",
+        "getenv", "ENV[", "secrets.", "vars.", "env:", "(using ", "with ", "EXAMPLE", "your_api",
+        "your-", "_here", "-here", "insert_", "replace-", "enter ", "put_", "paste-", "add ",
+        "[REDACTED:", "xX*#", "***", "arn:", "op:", "vault:", "projects/p/secrets/",
+    ]  # fmt: skip
+    rng = random.Random(10)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:+= "
+    texts = []
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        piece = rng.choice(pieces)
+        piece = "".join(c.upper() if rng.random() < 0.5 else c for c in piece)
+        at = rng.randint(0, len(text))
+        texts.append(text[:at] + piece + text[at:])
+        texts.append(text)
+    secrets, clean = repository_corpus()
+    texts += [json.dumps(case.payload) for case in [*secrets, *clean]]
+    matched = 0
+    for text in filter(str.isascii, texts):
+        if _PLACEHOLDER.search(text) is not None:
+            matched += 1
+            lower = text.lower()
+            assert text[0] in _PLACEHOLDER_FIRST or any(h in lower for h in _PLACEHOLDER_HINTS)
+    assert matched > 5_000

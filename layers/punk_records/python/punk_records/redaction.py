@@ -199,11 +199,28 @@ def _placeholder(value: str) -> bool:
     """True for values that stand for a secret without being one: references, masks, dummies."""
     # Placeholders are short; a long value is judged by its head.
     stripped = value[:256].strip("\"'`()[]{};,")
-    if len(stripped) < 3 or stripped.lower() in _PLACEHOLDER_WORDS:
+    lower = stripped.lower()
+    if len(stripped) < 3 or lower in _PLACEHOLDER_WORDS:
         return True
-    if len(set(stripped)) <= 2 or "xxxxxx" in stripped.lower():
+    if len(set(stripped)) <= 2 or "xxxxxx" in lower:
         return True
+    if (
+        stripped.isascii()
+        and stripped[0] not in _PLACEHOLDER_FIRST
+        and not any(hint in lower for hint in _PLACEHOLDER_HINTS)
+    ):
+        return False  # the search below costs ~10 us, and a random token has none of these
     return _PLACEHOLDER.search(stripped) is not None
+
+
+# In ASCII text _PLACEHOLDER matches only where one of these occurs (lower-cased), or where the
+# text starts with one of _PLACEHOLDER_FIRST. A test holds the two together.
+_PLACEHOLDER_HINTS = (
+    "$", "{", "%", "<", "...", ":", "***", "[redacted:", "env", "process", "secrets.", "vars.",
+    "using", "with", "example", "your", "here", "insert", "replace", "enter", "put", "paste",
+    "add", "projects/",
+)  # fmt: skip
+_PLACEHOLDER_FIRST = frozenset("xX*#._-")
 
 
 def _random_body(body: str) -> bool:
