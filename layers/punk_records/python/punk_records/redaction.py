@@ -1043,15 +1043,18 @@ class _Kept:
         self.items = items
 
 
-# A value whose JSON is this large is searched for clean runs of this many list items; lists
-# shorter than two runs are walked as they are.
+# A value whose JSON is this large is searched for clean runs of list items: runs of at least
+# _RUN items, and no more than about _RUNS runs per list (each serialisation has a fixed cost,
+# measured 4.2 ms for 10,000 small objects in runs of 32, 2.6 ms in runs of 128 or more).
+# Lists shorter than two runs are walked as they are.
 _LARGE_JSON = 32 * 1024
 _RUN = 32
+_RUNS = 64
 
 
 def _without_clean_runs(value: Any) -> Any:
-    """``value`` with each clean run of a long list's items (``_RUN``, checked by one scan of
-    their JSON) replaced by one ``_Kept``: the walks skip it, ``_copy_list`` puts it back.
+    """``value`` with each clean run of a long list's items (checked by one scan of their
+    JSON) replaced by one ``_Kept``: the walks skip it, ``_copy_list`` puts it back.
     Containers that hold such a run are new; everything else is ``value``'s own."""
     if isinstance(value, dict):
         view: dict[Any, Any] | None = None
@@ -1068,8 +1071,9 @@ def _without_clean_runs(value: Any) -> Any:
             return value if all(a is b for a, b in zip(items, value, strict=True)) else items
         result: list[Any] = []
         clean = dirty = 0
-        for start in range(0, len(value), _RUN):
-            run = value[start : start + _RUN]
+        size = max(_RUN, len(value) // _RUNS)
+        for start in range(0, len(value), size):
+            run = value[start : start + size]
             # Where most runs hold work, scanning them is waste: the rest is walked.
             if dirty <= clean + 4 and _json_clean(run):
                 clean += 1
