@@ -449,6 +449,9 @@ def _raw_anchor(expression: str) -> str:
     return "".join(out)
 
 
+_OTHER_ESCAPE = re.compile(rb"\\[^nrt]")
+
+
 def _stop(expression: int, start: int, end: int, flags: int, context: object) -> bool:
     return True  # a match handler that ends the scan at the first match
 
@@ -528,8 +531,10 @@ class _Compiled:
         word, no escape but a line break or a tab. The first sign of work stops the scan
         (ScanTerminated)."""
         if b"\\" in data:
-            # Line breaks and tabs are scanned as themselves, as the full path sees them. Any
-            # other escape (an escaped backslash included) leaves a backslash: that is work.
+            # Any escape but a line break or a tab (an escaped backslash included) is work;
+            # those are scanned as themselves, as the full path sees them.
+            if _OTHER_ESCAPE.search(data) is not None:
+                return False
             data = data.replace(b"\\n", b"\n").replace(b"\\r", b"\r").replace(b"\\t", b"\t")
         try:
             self.raw_database.scan(data, match_event_handler=_stop, scratch=self.raw_scratch)
