@@ -91,12 +91,23 @@ def _hostile_inputs() -> dict[str, Any]:
         "escaped": {"q": '\\"' * (_KIB_256 // 2)},
         "pem_without_end": {"key": "-----BEGIN PRIVATE KEY-----" + "A" * (_KIB_256 - 27)},
         "nested_objects": {"items": [{"a": {"b": {"n": i, "tag": "ok"}}} for i in range(10_000)]},
+        # The same objects, one of them with a secret-named key; and line breaks in every one.
+        "nested_one_secret": {"items": _objects(10_000, secret_at=5_000)},
+        "nested_line_breaks": {"items": _objects(10_000, tag="ok\nok")},
         "ghp_long_run": {
             "blob": "ghp_" + base64_run[: _KIB_256 - 4].replace("+", "x").replace("/", "y")
         },
+        "token_run_without_digits": {"blob": "sk-" + "abcdefghij" * ((_KIB_256 - 3) // 10)},
         "deep_object": _deep(60),
         "many_strings": {"s": [f"token{i}" for i in range(_KIB_256 // 12)]},
     }
+
+
+def _objects(count: int, tag: str = "ok", secret_at: int | None = None) -> list[Any]:
+    items: list[Any] = [{"a": {"b": {"n": i, "tag": tag}}} for i in range(count)]
+    if secret_at is not None:
+        items[secret_at] = {"a": {"db_password": "hunter2-x9"}}
+    return items
 
 
 def _deep(depth: int) -> dict[str, Any]:

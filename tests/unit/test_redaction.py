@@ -615,3 +615,121 @@ def test_given_a_secret_when_checked_then_the_same_as_redact(payload):
     assert result is not None
     assert result == redact(payload)
     assert result is not payload
+
+
+# ------------------------------------------------------- large values and the JSON prefilter
+
+
+def _spaced(value: Any, space: str) -> Any:
+    """``value`` with every space in its strings (keys included) written as ``space``."""
+    if isinstance(value, str):
+        return value.replace(" ", space)
+    if isinstance(value, dict):
+        return {_spaced(key, space): _spaced(item, space) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_spaced(item, space) for item in value]
+    return value
+
+
+def test_given_line_breaks_in_strings_when_json_scans_clean_then_nothing_to_redact():
+    # redact_if_needed trusts one scan of the value's JSON, where a line break or a tab is an
+    # escape; the scan reads those as themselves and must still miss nothing the walk finds.
+    from pydantic_core import to_json
+
+    from bench.common import event_dicts
+    from bench.redaction_corpus import corpus as repository_corpus
+    from punk_records.redaction import payload_json_clean
+
+    secrets, clean = repository_corpus()
+    payloads = [case.payload for case in [*secrets, *clean]]
+    payloads += [event["payload"] for event in event_dicts(500, seed=5)]
+    skipped = 0
+    for payload in payloads:
+        for space in ("\n", "\t", "\r\n", " \n\t"):
+            variant = _spaced(payload, space)
+            if payload_json_clean(to_json(variant)):
+                skipped += 1
+                assert redact(variant) == variant, variant
+    assert skipped > 1_000  # most clean payloads with line breaks skip the walk
+
+
+def _padding(count: int) -> list[dict[str, Any]]:
+    return [{"a": {"b": {"n": index, "tag": "ok"}}} for index in range(count)]
+
+
+def test_given_a_large_list_with_a_few_secrets_when_checked_then_the_same_as_redact():
+    items: list[Any] = _padding(3_000)
+    items[1_500] = {"db_password": "hunter2-x9Q"}
+    items[2_500] = f"use ghp_{GITHUB_BODY}"
+    items[2_800] = {"name": "DB_PASSWORD", "value": "s3cr3t-Value-9"}
+    items[2_999] = [AWS_KEY_ID]
+    payload = {"items": items, "note": "deploy done"}
+    before = copy.deepcopy(payload)
+
+    result = redact_if_needed(payload)
+
+    assert payload == before
+    assert result == redact(payload)
+    assert result["items"][1_500] == {"db_password": "[REDACTED:password]"}
+    assert result["items"][2_800]["value"] == "[REDACTED:password]"
+    assert GITHUB_BODY not in json.dumps(result)
+    assert AWS_KEY_ID not in json.dumps(result)
+    assert result["items"][:1_500] == before["items"][:1_500]
+    assert redact_if_needed(result) in (None, result)
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "unterminated"])
+def test_given_a_pem_block_over_many_list_items_when_checked_then_every_line_is_redacted(
+    closed: bool,
+):
+    # A block opened in one run of items goes on into the next runs, which alone scan clean.
+    lines = [f"MIIEowIBAAKCAQEA{index:04d}" for index in range(100)]
+    block = ["-----BEGIN RSA PRIVATE KEY-----", *lines]
+    if closed:
+        block.append("-----END RSA PRIVATE KEY-----")
+    payload = {"key": ["note"] * 31 + block + ["after"] * 40, "pad": _padding(1_000)}
+
+    result = redact_if_needed(payload)
+
+    assert result == redact(payload)
+    kept = result["key"]
+    assert kept[:31] == ["note"] * 31
+    assert kept[31 : 31 + len(block)] == ["[REDACTED:private_key]"] * len(block)
+    assert not any(line in json.dumps(result) for line in lines)
+    if closed:
+        assert kept[31 + len(block) :] == ["after"] * 40
+
+
+def test_given_ascii_text_when_no_placeholder_hint_occurs_then_the_pattern_finds_nothing():
+    # _placeholder skips its (slow) pattern for ASCII text without any hint: every way the
+    # pattern can match must show a hint, in any letter case and at any position.
+    import random
+
+    from bench.redaction_corpus import corpus as repository_corpus
+    from punk_records.redaction import _PLACEHOLDER, _PLACEHOLDER_FIRST, _PLACEHOLDER_HINTS
+
+    pieces = [
+        "${", "{{", "$(", "%(", "<x>", "...", "$A", "%PATH%", "process.env", "os.environ",
+        "getenv", "ENV[", "secrets.", "vars.", "env:", "(using ", "with ", "EXAMPLE", "your_api",
+        "your-", "_here", "-here", "insert_", "replace-", "enter ", "put_", "paste-", "add ",
+        "[REDACTED:", "xX*#", "***", "arn:", "op:", "vault:", "projects/p/secrets/",
+    ]  # fmt: skip
+    rng = random.Random(10)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:+= "
+    texts = []
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        piece = rng.choice(pieces)
+        piece = "".join(c.upper() if rng.random() < 0.5 else c for c in piece)
+        at = rng.randint(0, len(text))
+        texts.append(text[:at] + piece + text[at:])
+        texts.append(text)
+    secrets, clean = repository_corpus()
+    texts += [json.dumps(case.payload) for case in [*secrets, *clean]]
+    matched = 0
+    for text in filter(str.isascii, texts):
+        if _PLACEHOLDER.search(text) is not None:
+            matched += 1
+            lower = text.lower()
+            assert text[0] in _PLACEHOLDER_FIRST or any(h in lower for h in _PLACEHOLDER_HINTS)
+    assert matched > 5_000
