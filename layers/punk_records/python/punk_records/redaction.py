@@ -88,6 +88,8 @@ _SECRET_NAMES: tuple[tuple[str, str], ...] = (
     ("client key", "secret"),
     ("license key", "secret"),
     ("signing key", "secret"),
+    ("hmac key", "secret"),
+    ("application key", "secret"),
     ("encryption key", "secret"),
     ("credential", "secret"),
     ("cookie", "secret"),
@@ -296,6 +298,19 @@ def _mailgun_ok(value: str) -> bool:
     return value.startswith("key-") or value.count("-") == 2
 
 
+_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_.$-]+=([^;\s]{12,})")
+_CHARACTER_CLASSES = (re.compile("[A-Z]"), re.compile("[a-z]"), re.compile("[0-9]"))
+
+
+def _cookie_ok(value: str) -> bool:
+    """A Cookie header holding a session-like value: long, random, of two character classes or
+    more (``theme=dark; lang=en`` holds none)."""
+    return any(
+        _random_body(found) and sum(1 for c in _CHARACTER_CLASSES if c.search(found)) >= 2
+        for found in _COOKIE_VALUE.findall(value)
+    )
+
+
 def _url_password_ok(value: str) -> bool:
     return not _placeholder(value) and not value.isdigit()
 
@@ -316,6 +331,7 @@ _CHECKS: dict[str, Callable[[str], bool]] = {
     "mailgun": _mailgun_ok,
     "url_password": _url_password_ok,
     "sas": _value_ok,
+    "cookie": _cookie_ok,
 }
 
 # ------------------------------------------------------------------------------ the engine
@@ -338,12 +354,10 @@ _ANCHORS: dict[str, str] = {
     "mailchimp_api_key": r"[a-f0-9]{32}-us\d",
     "named_value_pair": r"(?i)value[\"']?[ \t]*[:=]",
     "xml_secret_element": r"(?i)</[A-Za-z0-9_:.-]*(?:pass|pw|secret|token|key|auth|credential)",
-    "xml_add_key_value": r"(?i)key\s*=\s*\"",
+    "xml_add_key_value": r"(?i)(?:key|name)\s*=\s*\"",
     "curl_user": r"(?:^|\s)(?:-u|--user|--proxy-user|-U)[ \t=]+\S",
     "cli_password": r"(?i)(?:^|\s)--?[a-z-]*(?:pass|pw|secret|token|key)",
     "openssl_pass": r"pass:",
-    "password_in_prose": r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)\s+(?:is|was|of|set|"
-    r"changed|reset|=|:)\s",
     "labelled_secret": r"(?i)(?:pass|pw|secret|token|key|auth|credential|cookie|pat)"
     r"[A-Za-z0-9_.-]{0,40}"
     r"\\?[\"']?[ \t]*(?:=|:)",
