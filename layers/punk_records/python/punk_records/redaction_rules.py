@@ -722,11 +722,19 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "slack_token",
         "slack_token",
-        _L + r"(?P<s>(?:xox[abeoprs]|xoxe\.xox[bp])-[A-Za-z0-9-]{10,})",
+        _L + r"(?P<s>(?:xox[abceoprs]|xoxe\.xox[bp])-[A-Za-z0-9-]{10,})",
         ("xox",),
         "xoxb-{d:12}-{d:13}-{a:24}",
         check="digit",
-        facts="xoxb-/xoxp-/xoxa-/xoxr-/xoxs-/xoxe- + ids + secret",
+        facts="xoxb-/xoxp-/xoxa-/xoxr-/xoxs-/xoxc-/xoxe- + ids + secret",
+    ),
+    Rule(
+        "slack_cookie_token",
+        "slack_token",
+        _L + r"(?P<s>xoxd-[A-Za-z0-9%/+=_-]{30,})",
+        ("xoxd-",),
+        "xoxd-{u:40}%2F{u:30}%3D",
+        facts="xoxd- + URL-encoded base64 (the d session cookie, used with an xoxc- token)",
     ),
     _prefixed(
         "slack_app_token",
@@ -820,11 +828,12 @@ RULES: tuple[Rule, ...] = (
     _prefixed(
         "brevo_api_key",
         "brevo_api_key",
-        "xkeysib-",
+        "x(?:keysib|smtpsib)-",
         "A-Za-z0-9-",
         "xkeysib-{h:64}-{a:16}",
         minimum=60,
-        facts="xkeysib- + 64 hex + - + 16",
+        literal="sib-",
+        facts="xkeysib- (API) / xsmtpsib- (SMTP) + 64 hex + - + 16",
     ),
     Rule(
         "twilio_api_key",
@@ -833,6 +842,16 @@ RULES: tuple[Rule, ...] = (
         ("SK",),
         "SK{h:32}",
         facts="API key SID: SK + 32 hex",
+    ),
+    Rule(
+        "twilio_sid_and_token",
+        "twilio_auth_token",
+        r"(?:^|[^A-Za-z0-9])(?P<s>AC[0-9a-f]{32}[\"']?[ \t]*[,:/|][ \t]*[\"']?[a-f0-9]{32})"
+        r"(?:[^A-Za-z0-9]|$)",
+        ("AC",),
+        "AC{h:32}:{h:32}",
+        facts="account SID (AC + 32 hex) then its 32-hex auth token: Client(sid, token), sid:token",
+        anchor=r"AC[0-9a-f]{32}",
     ),
     _keyed(
         "twilio_auth_token",
@@ -993,6 +1012,19 @@ RULES: tuple[Rule, ...] = (
         "AZURE_STORAGE_ACCOUNT_KEY=",
         facts="88 base64 characters a few words after Azure/storage and key",
     ),
+    Rule(
+        "hex_key_in_prose",
+        "secret",
+        r"(?i)\b(?:api|app|application|admin|master)[ _.-]?key[ \t]+(?:is[ \t]+|was[ \t]+|=[ \t]*|:"
+        r"[ \t]*)?[\"'`]?(?P<s>[a-f0-9]{40}|[a-f0-9]{32})(?:[^A-Za-z0-9]|$)",
+        ("key",),
+        "the app key {h:40} is for the monitor",
+        caseless=True,
+        check="token",
+        facts="32 or 40 hex right after an api/app key word in prose (Datadog, Algolia, Mailgun)",
+        anchor=r"(?i)(?:api|app|application|admin|master)[ _.-]?key[ \t]+(?:is[ \t]+|was[ \t]+|="
+        r"[ \t]*|:[ \t]*)?[\"'`]?[a-f0-9]{32}",
+    ),
     _prefixed(
         "datadog_pat",
         "datadog_key",
@@ -1075,6 +1107,23 @@ RULES: tuple[Rule, ...] = (
         facts="PMAK- + 24 hex + - + 34 hex",
     ),
     Rule(
+        "hubspot_token",
+        "hubspot_token",
+        _L + r"(?P<s>pat-(?:na|eu|ap)\d-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}"
+        r"-[0-9a-f]{12})",
+        ("pat-na", "pat-eu", "pat-ap"),
+        "pat-na1-{uuid}",
+        facts="private app token: pat- + region (na1, eu1) + - + UUID",
+    ),
+    Rule(
+        "pinecone_api_key",
+        "pinecone_api_key",
+        _L + r"(?P<s>pcsk_[A-Za-z0-9]{4,8}_[A-Za-z0-9]{40,})",
+        ("pcsk_",),
+        "pcsk_{a:5}_{a:63}",
+        facts="pcsk_ + key id + _ + 60-odd alphanumerics",
+    ),
+    Rule(
         "sentry_token",
         "sentry_token",
         _L + r"(?P<s>sntryu_[a-f0-9]{64}|sntrys_eyJ[A-Za-z0-9+/=_-]{60,})",
@@ -1093,10 +1142,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "new_relic_key",
         "new_relic_key",
-        _L + r"(?P<s>NR(?:AK|AA|II|JS|RA)-[A-Z0-9]{19,32}|[a-f0-9]{36}NRAL)",
+        _L + r"(?P<s>NR(?:AK|AA|II|JS|RA)-[A-Za-z0-9_-]{19,40}|[a-f0-9]{36}NRAL)",
         ("NRAK-", "NRAA-", "NRII-", "NRJS-", "NRRA-", "NRAL"),
         "NRAK-{A:27}",
-        facts="NRAK-/NRAA-/NRII-/NRJS- + 27 (or 32), licence keys end in NRAL",
+        facts="NRAK- + 27, NRII- + 32 (insert), NRJS- + 19 hex (browser), licences end in NRAL",
     ),
     Rule(
         "planetscale_token",
@@ -1234,10 +1283,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "dropbox_token",
         "dropbox_token",
-        _L_DOT + r"(?P<s>sl\.[A-Za-z0-9_-]{100,})",
+        _L_DOT + r"(?P<s>sl\.(?:u\.)?[A-Za-z0-9_-]{100,})",
         ("sl.",),
         "sl.{u:140}",
-        facts="short-lived: sl. + 130-150 URL-safe",
+        facts="short-lived: sl. or sl.u. + 130-200 URL-safe",
     ),
     Rule(
         "twitter_bearer_token",
@@ -1358,6 +1407,16 @@ RULES: tuple[Rule, ...] = (
         facts="scheme://user:password@host (RFC 3986 userinfo)",
     ),
     Rule(
+        "cookie_header",
+        "secret",
+        r"(?i)(?:^|[^A-Za-z0-9-])cookie[ \t]*:[ \t]*(?P<s>[^\r\n\x00\"']{1,1000})",
+        ("cookie",),
+        "",
+        caseless=True,
+        check="cookie",
+        facts="a request Cookie: header with a session-like value (not Set-Cookie, not theme=dark)",
+    ),
+    Rule(
         "curl_user",
         "password",
         r"(?:^|\s)(?:-u|--user|--proxy-user|-U)[ \t=]+[\"']?[^\s:\"'%]+[:%](?P<s>[^\s\"']+)",
@@ -1369,11 +1428,12 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "cli_password",
         "password",
-        r"(?i)(?:^|\s)(?:--?(?:password|passwd|pass|pw|storepass|keypass|srcstorepass|"
-        r"deststorepass|srckeypass|destkeypass|secret|token|api-?key|client-secret|auth-token|"
-        r"access-token|secret-key|access-key-secret|aws-secret-access-key|db-password|"
-        r"admin-password|root-password|registry-password|docker-password))[ \t]+"
-        r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'-][^\s]*)",
+        # The flag's last word names the secret: --password, --db-password, --account-key,
+        # --access-token, -storepass; --password-file and --ssh-key name a path, not a secret.
+        r"(?i)(?:^|\s)--?(?:[a-z0-9]+-)*(?:password|passwd|pass|pw|pwd|passphrase|storepass|"
+        r"keypass|srcstorepass|deststorepass|srckeypass|destkeypass|secret|token|api-?key|"
+        r"account-key|access-key|secret-key|auth-key|master-key|app-key|access-key-secret)"
+        r"[ \t]+(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'-][^\s]*)",
         ("pass", "pw", "secret", "token", "key"),
         "mongosh --password {pw}",
         caseless=True,
@@ -1383,10 +1443,13 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "cli_short_password",
         "password",
-        r"(?:^|[\s;|&(`\"'])(?:mongo|mongosh|mongodump|mongorestore|docker(?: [a-z]+)? login|"
-        r"podman login|buildah login|helm registry login|az login|sshpass|redis-cli|valkey-cli|"
-        r"ldapsearch|ldapmodify|ldapadd|ldapdelete|ldapwhoami|sqlcmd|bcp|zip)\b[^\n|;&]{0,200}?"
-        r"\s(?:-p|-a|-w|-P)[ \t]?"
+        # Each tool with its own letter: redis-cli -p is a port, its password is -a.
+        r"(?:^|[\s;|&(`\"'])(?:(?:mongo|mongosh|mongodump|mongorestore|mongoexport|mongoimport|"
+        r"docker(?: [a-z]+)? login|podman login|buildah login|skopeo login|helm registry login|"
+        r"az login|sshpass)\b[^\n|;&]{0,200}?\s-p"
+        r"|(?:redis-cli|valkey-cli|keydb-cli)\b[^\n|;&]{0,200}?\s-a"
+        r"|(?:ldapsearch|ldapmodify|ldapadd|ldapdelete|ldapwhoami|ldappasswd)\b[^\n|;&]{0,200}?\s-w"
+        r"|(?:sqlcmd|bcp|zip|unzip)\b[^\n|;&]{0,200}?\s-P)[ \t]?"
         r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'`-][^\s\"'`]*)",
         ("mongo", "login", "sshpass", "-cli", "ldap", "sqlcmd", "bcp", "zip"),
         "sshpass -p {pw} ssh deploy@10.0.0.7",
@@ -1424,6 +1487,32 @@ RULES: tuple[Rule, ...] = (
         facts="htpasswd -b file user password",
     ),
     Rule(
+        "stdin_password",
+        "password",
+        r"(?:^|[\s;&(`\"'])(?:echo|printf)[ \t]+(?:-[ne]+[ \t]+)?[\"']?(?P<s>[^\s\"'|;&]{4,200})"
+        r"[\"']?[ \t]*\|[^\n|;&]{0,120}?(?:--password-stdin|--pass-stdin|sudo[ \t]+-S|chpasswd|"
+        r"passwd[ \t]+--stdin|-password-stdin|--password-from-stdin)",
+        ("stdin", "sudo", "chpasswd"),
+        "echo '{pw}' | docker login --password-stdin -u ci ghcr.io",
+        check="value",
+        facts="echo X | docker login --password-stdin, echo X | sudo -S, echo u:X | chpasswd",
+        anchor=r"--password-stdin|--pass-stdin|sudo[ \t]+-S|chpasswd|passwd[ \t]+--stdin"
+        r"|-password-stdin|--password-from-stdin",
+    ),
+    Rule(
+        "cli_user_password",
+        "password",
+        r"(?i)(?:\bnet[ \t]+use\b[^\n|;&]{0,200}?/user:\S+[ \t]+(?P<s>[^\s/\"']\S*)"
+        r"|\brabbitmqctl[ \t]+(?:add_user|change_password)[ \t]+\S+[ \t]+"
+        r"(?P<s2>[\"']?[^\s\"']+[\"']?)"
+        r"|\bnet[ \t]+user[ \t]+\S+[ \t]+(?P<s3>[^\s/*][^\s]*)[ \t]+/add)",
+        ("/user:", "rabbitmqctl", "/add"),
+        "rabbitmqctl add_user app {pw}",
+        caseless=True,
+        check="value",
+        facts="net use ... /user:NAME X, net user NAME X /add, rabbitmqctl add_user NAME X",
+    ),
+    Rule(
         "aws_cli_secret",
         "aws_secret_access_key",
         r"(?i)aws\s+configure\s+set\s+\S*(?:secret_access_key|session_token)\s+(?P<s>\S+)",
@@ -1436,12 +1525,22 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "password_in_prose",
         "password",
-        r"(?i)\b(?:password|passwd|passphrase|pwd|pw|passcode)\s+(?:is|was|=|:|of|set to|"
-        r"changed to|reset to)\s+[\"'`]?(?P<s>[^\s\"'`]{6,128})",
-        ("pass", "pw"),
+        # "password is X", "password: X", "set the password to X", "pwd for the wifi: X", and a
+        # user/password pair after a login word ("login with admin / X", "creds are app/X").
+        r"(?i)(?:\b(?:password|passwd|passphrase|pwd|pw|passcode)(?:[ \t]+(?:for|of|on)[ \t]+"
+        r"(?:the[ \t]+)?[A-Za-z0-9_.@-]{1,30})?[ \t]*(?:[ \t](?:is|was|of|to|set to|changed to|"
+        r"reset to|now)|=|:|->)[ \t]+|\b(?:log[ \t]?in|sign[ \t]?in|creds|credentials|"
+        r"user(?:name)?)[ \t]+(?:with|as|are|is|=|:)?[ \t]*[A-Za-z0-9_.@-]{1,64}[ \t]*/[ \t]*)"
+        r"[\"'`]?"
+        r"(?P<s>[^\s\"'`\[][^\s\"'`]{4,126}[^\s\"'`.,;:!?)])",
+        ("pass", "pw", "log", "sign", "cred", "user"),
         "the admin password is {pw}",
         caseless=True,
         check="prose_password",
+        anchor=r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)(?:[ \t]+(?:for|of|on)[ \t]+"
+        r"(?:the[ \t]+)?[A-Za-z0-9_.@-]{1,30})?[ \t]*(?:[ \t](?:is|was|of|to|set|changed|reset|"
+        r"now)[ \t]|=|:|->)|(?:log[ \t]?in|sign[ \t]?in|creds|credentials|user(?:name)?)[ \t]+"
+        r"(?:with|as|are|is|=|:)?[ \t]*[A-Za-z0-9_.@-]{1,64}[ \t]*/",
         facts="password is X (the value must look random: letters and digits or symbols)",
     ),
     Rule(
@@ -1460,21 +1559,34 @@ RULES: tuple[Rule, ...] = (
         "xml_secret_element",
         "secret",
         r"<(?P<n>[A-Za-z_][A-Za-z0-9_:.-]*)"
-        r"(?:\s[^>]*)?>(?P<s>[^<\x00]{1,1000})</",
+        r"(?:\s[^>]*)?>(?:<!\[CDATA\[(?P<s2>[^\]\x00]{1,1000})\]\]>|(?P<s>[^<\x00]{1,1000}))</",
         ("</",),
         "",
         check="named",
-        facts="<password>X</password>, <apiKey>X</apiKey>, <secret>X</secret>",
+        facts="<password>X</password>, <apiKey>X</apiKey>, <secret>X</secret>, CDATA too",
+    ),
+    Rule(
+        "xml_keyed_element",
+        "secret",
+        r"(?i)<[A-Za-z_][A-Za-z0-9_:.-]*\s[^>]*?\b(?:key|name)\s*=\s*\"(?P<n>[^\"]{1,80})\""
+        r"[^>]*>(?P<s>[^<\x00]{1,1000})</",
+        ("</",),
+        "",
+        caseless=True,
+        check="named",
+        facts='<entry key="db.password">X</entry> (Java XML properties), <param name="token">X',
+        anchor=r"(?i)(?:key|name)\s*=\s*\"[A-Za-z0-9_.:/ -]{0,80}"
+        r"(?:pass|pw|secret|token|key|auth|credential)",
     ),
     Rule(
         "xml_add_key_value",
         "secret",
-        r"(?i)\bkey\s*=\s*\"(?P<n>[^\"]{1,80})\"\s+value\s*=\s*\"(?P<s>[^\"]{1,1000})\"",
+        r"(?i)\b(?:key|name)\s*=\s*\"(?P<n>[^\"]{1,80})\"\s+value\s*=\s*\"(?P<s>[^\"]{1,1000})\"",
         ("value",),
         "",
         caseless=True,
         check="named",
-        facts='.NET appSettings <add key="DbPassword" value="X" />',
+        facts='<add key="DbPassword" value="X"/>, Spring <property name="password" value="X"/>',
     ),
     Rule(
         "labelled_secret",
