@@ -877,8 +877,50 @@ def _collect(value: Any, strings: list[str]) -> None:
                 strings.append(item)
             elif isinstance(item, (dict, list)):  # a tuple: faster than a union here
                 _collect(item, strings)
+        if _argv(value):
+            strings.append(" ".join(value))
     elif isinstance(value, str):
         strings.append(value)
+
+
+def _argv(items: list[Any]) -> bool:
+    """True for a list that may be a command's arguments (``["sshpass", "-p", X, ...]``): one-
+    line strings, the first a command name, one a flag. Its items are also scanned joined, as
+    the command line."""
+    return (
+        1 < len(items) <= 256
+        and all(type(item) is str and "\n" not in item for item in items)
+        and _COMMAND.fullmatch(items[0]) is not None
+        and any(_FLAG.match(item) for item in items)
+    )
+
+
+_COMMAND = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./-]{0,63}")
+_FLAG = re.compile(r"--?[A-Za-z]")
+
+
+def _argv_items(items: list[str], redacted: dict[str, str]) -> list[str] | None:
+    """The items of an argument list whose command line held a secret, each with the part of
+    it that the command line's matches cover replaced; None when it held none."""
+    text = " ".join(items)
+    if text not in redacted:
+        return None
+    found = _engine().spans(text)
+    if _may_be_encoded(text):
+        found += _decoded_spans(text)
+    spans = _merge(found)
+    result = []
+    start = 0
+    for item in items:
+        end = start + len(item)
+        inside = [
+            (max(first, start) - start, min(last, end) - start, kind)
+            for first, last, kind in spans
+            if first < end and last > start
+        ]
+        result.append(_apply(item, inside) if inside else redacted.get(item, item))
+        start = end + 1
+    return result
 
 
 def _secret_marker(value: Any, kind: str, redacted: dict[str, str]) -> str:
@@ -902,6 +944,8 @@ def _hides_secret(value: Any) -> bool:
 
 
 def _copy_list(items: list[Any], redacted: dict[str, str]) -> list[Any]:
+    if _argv(items) and (arguments := _argv_items(items, redacted)) is not None:
+        return list(arguments)
     result = []
     in_block = False
     for item in items:
