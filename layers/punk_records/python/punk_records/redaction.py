@@ -88,6 +88,9 @@ _SECRET_NAMES: tuple[tuple[str, str], ...] = (
     ("client key", "secret"),
     ("license key", "secret"),
     ("signing key", "secret"),
+    ("secret string", "secret"),
+    ("secret binary", "secret"),
+    ("sshpass", "password"),
     ("hmac key", "secret"),
     ("application key", "secret"),
     ("encryption key", "secret"),
@@ -284,6 +287,19 @@ def _prose_password_ok(value: str) -> bool:
     )
 
 
+def _prose_token_ok(value: str) -> bool:
+    """A value named a token or a secret in prose: 12 characters or more, letters and digits,
+    random ("the token for the bot is 9fQ2...", not "the secret is out")."""
+    value = value.rstrip(".,;:!?)")
+    return (
+        len(value) >= 12
+        and any(c.isalpha() for c in value)
+        and any(c.isdigit() for c in value)
+        and _random_body(value)
+        and not _CODE.match(value)
+    )
+
+
 def _token_with_digit_ok(value: str) -> bool:
     # A kebab-case chain such as "sk-learn-style-naming" or "xoxb-your-bot-token" has no digit;
     # real keys do.
@@ -332,6 +348,7 @@ _CHECKS: dict[str, Callable[[str], bool]] = {
     "url_password": _url_password_ok,
     "sas": _value_ok,
     "cookie": _cookie_ok,
+    "prose_token": _prose_token_ok,
 }
 
 # ------------------------------------------------------------------------------ the engine
@@ -602,6 +619,9 @@ def _engine() -> _Compiled:
 
 
 _SCHEME_KINDS = {"bearer": "bearer_token", "basic": "basic_auth"}
+# A colon that starts a name rather than ends an ARN's field: a Ruby symbol (`:password =>`)
+# or an .npmrc registry key (`//registry.example.org/:_authToken=`).
+_SYMBOL_NAME = re.compile(r"(?:^|[\s(,{\[]|/):")
 _WORD = re.compile(r"[A-Za-z][a-z]{1,11}")
 _PREFERENCE_COOKIE = re.compile(r"[A-Za-z0-9_.-]+=[A-Za-z]{1,12}")
 # An unquoted value that is an expression: a call, or a dotted name (settings.API_KEY).
@@ -618,7 +638,7 @@ def _labelled_kind(text: str, match: Any, regex: Any, start_end: tuple[int, int]
     quoted = not branch
     value = text[start_end[0] : start_end[1]]
     start = match.span(groups["n"])[0]
-    if start > 0 and text[start - 1] in ":/$%{.":
+    if start > 0 and text[start - 1] in ":/$%{." and not _SYMBOL_NAME.match(text, start - 2):
         return None  # an ARN, a path, a reference (secret:prod/db, $SECRET, %(token)s, a.token)
     kind = _name_kind(name)
     if kind is None or _placeholder(value) or value[0] in "{[(" or _auth_method(name, value):
