@@ -1001,6 +1001,181 @@ _add("prose_password", "prose", {"m": f"DB creds are app/{W[4]} (rotate after th
 _add("prose_password", "prose", {"m": f"pwd for the wifi: {W[5]}"}, W[5])
 
 
+# ------------------------------------------------------------- configuration files and code
+def _text(family: str, context: str, template: str) -> None:
+    """A case whose text is ``template`` with each ``{pw}`` a fresh password (all must go)."""
+    values = []
+
+    def fresh(_: Any) -> str:
+        values.append(_pw())
+        return values[-1]
+
+    import re
+
+    text = re.sub(r"\{pw\}", fresh, template).replace("{{", "{").replace("}}", "}")
+    _add(family, context, {"text": text}, *values)
+
+
+for family, context, template in [
+    ("config", "wp_config", "define( 'DB_PASSWORD', '{pw}' );\ndefine('AUTH_KEY', '{pw}');"),
+    ("config", "ruby_hash", 'conn = PG.connect(:user => "app", :password => "{pw}")'),
+    ("config", "ruby_symbol", "Stripe.configure(api_key: '{pw}', secret: '{pw}')"),
+    ("config", "npmrc_legacy", "//registry.npmjs.org/:_authToken={pw}"),
+    ("config", "npmrc_password", "//npm.example.net/:_password={pw}\nalways-auth=true"),
+    ("config", "sql_mysql", "CREATE USER 'app'@'%' IDENTIFIED BY '{pw}';"),
+    (
+        "config",
+        "sql_mysql_alter",
+        "ALTER USER 'root'@'localhost' IDENTIFIED WITH caching_sha2_password BY '{pw}';",
+    ),
+    ("config", "sql_postgres", "CREATE ROLE app WITH LOGIN PASSWORD '{pw}';"),
+    ("config", "sql_postgres_alter", "ALTER USER postgres PASSWORD '{pw}'"),
+    ("config", "redis_conf", "bind 0.0.0.0\nrequirepass {pw}\nmasterauth {pw}\n"),
+    ("config", "dockerfile_env", "FROM node:20\nENV NPM_TOKEN {pw}\nRUN npm ci"),
+    (
+        "config",
+        "compose_env",
+        "services:\n  db:\n    environment:\n      - POSTGRES_PASSWORD={pw}\n",
+    ),
+    ("config", "helm_set", "helm upgrade app ./chart --set db.password={pw} --set image.tag=1.2"),
+    ("config", "kubectl_literal", "kubectl create secret generic db --from-literal=password={pw}"),
+    ("config", "yaml_quoted", "db:\n  password: '{pw}'\n  user: app\n"),
+    ("config", "yaml_double_quoted", 'smtp:\n  pass: "{pw}"\n'),
+    ("config", "ini_spaced", "[database]\npassword : {pw}\nport = 5432\n"),
+    (
+        "config",
+        "properties",
+        "spring.datasource.password={pw}\nspring.datasource.url=jdbc:pg://db/app",
+    ),
+    ("config", "jdbc_query", "jdbc:postgresql://db:5432/app?user=app&password={pw}&ssl=true"),
+    ("config", "ado_net", "Server=tcp:db,1433;Initial Catalog=app;User ID=sa;Pwd={pw};"),
+    ("config", "js_object", "const cfg = {{ host: 'db', password: '{pw}' }};"),
+    ("config", "go_struct", 'cfg := Config{{User: "app", Password: "{pw}"}}'),
+    ("config", "python_kwargs", 'psycopg.connect(host="db", user="app", password="{pw}")'),
+    ("config", "php_array", "'password' => '{pw}',"),
+    ("config", "toml_inline", 'db = {{ user = "app", password = "{pw}" }}'),
+    ("config", "html_form", '<input type="password" name="pw" value="{pw}">'),
+    ("config", "redis_url_no_user", "REDIS_URL=redis://:{pw}@cache.internal:6379/0"),
+    ("config", "amqp_url", "amqps://app:{pw}@mq.internal/vhost"),
+    ("config", "ftp_url", "curl ftp://ops:{pw}@files.example.net/backup.tgz -O"),
+    ("config", "smtp_url", "EMAIL_URL=smtp+tls://mailer:{pw}@smtp.example.net:587"),
+    ("config", "git_credentials", "https://ci-bot:{pw}@git.example.net\n"),
+    ("config", "pgpass", "db.internal:5432:app:app:{pw}"),
+    ("config", "secret_string", '{{"Name": "prod/db", "SecretString": "{pw}"}}'),
+    (
+        "config",
+        "ssm_parameter",
+        '{{"Parameter": {{"Name": "/prod/db/password", "Type": "SecureString", "Value": "{pw}"}}}}',
+    ),
+    ("config", "shell_xtrace", "+ export DB_PASSWORD={pw}\n+ ./migrate.sh"),
+    ("config", "env_quoted_spaces", 'SMTP_PASSWORD="{pw} with spaces"'),
+    ("cli_secret", "gh_secret", "gh secret set DEPLOY_KEY --body '{pw}' --repo acme/app"),
+    (
+        "cli_secret",
+        "aws_sm",
+        "aws secretsmanager create-secret --name prod/db --secret-string '{pw}'",
+    ),
+    (
+        "cli_secret",
+        "aws_ssm",
+        "aws ssm put-parameter --name /prod/db/password --type SecureString --value {pw}",
+    ),
+    ("cli_secret", "az_keyvault", "az keyvault secret set --vault-name kv --name db --value {pw}"),
+    ("cli_secret", "vault_kv", "vault kv put secret/app db_password={pw}"),
+    ("cli_secret", "heroku_config", "heroku config:set SESSION_SECRET={pw} -a web"),
+    (
+        "cli_secret",
+        "gcloud_sql",
+        "gcloud sql users set-password root --instance=db --password={pw}",
+    ),
+    (
+        "cli_secret",
+        "psql_conninfo",
+        "psql 'host=db port=5432 user=app password={pw} sslmode=require'",
+    ),
+    ("cli_secret", "mysql_quoted", "mysql -u root -p'{pw}' -e 'show databases'"),
+    ("cli_secret", "mysql_long_space", "mysqladmin -u root --password {pw} status"),
+    ("cli_secret", "sshpass_env", "SSHPASS='{pw}' sshpass -e ssh ops@bastion"),
+    (
+        "cli_secret",
+        "docker_login_pipe",
+        "printf '%s' '{pw}' | docker login ghcr.io -u ci --password-stdin",
+    ),
+    ("cli_secret", "chpasswd", "echo 'ops:{pw}' | sudo chpasswd"),
+    ("cli_secret", "sudo_s", "echo {pw} | sudo -S apt-get update"),
+    (
+        "cli_secret",
+        "keytool_equals",
+        "keytool -list -keystore k.jks -storepass:env X -keypass {pw}",
+    ),
+    ("cli_secret", "openssl_passout", "openssl genrsa -aes256 -passout pass:{pw} -out k.pem 4096"),
+    ("cli_secret", "openssl_req", "openssl req -new -key k.pem -passin 'pass:{pw}' -out k.csr"),
+    (
+        "cli_secret",
+        "pkcs12_password",
+        "openssl pkcs12 -export -in c.pem -inkey k.pem -out c.p12 -password pass:{pw}",
+    ),
+    (
+        "cli_secret",
+        "curl_data",
+        "curl -X POST https://api.example.net/login -d 'username=ops&password={pw}'",
+    ),
+    ("cli_secret", "curl_json", 'curl -d \'{{"username":"ops","password":"{pw}"}}\' https://api'),
+    ("cli_secret", "wget_password", "wget --password={pw} --user=ops ftp://files/a"),
+    ("cli_secret", "rsync_password", "RSYNC_PASSWORD={pw} rsync -a src/ backup::data"),
+    (
+        "cli_secret",
+        "mongo_uri_flag",
+        "mongosh --username admin --password '{pw}' mongodb://db:27017",
+    ),
+    ("cli_secret", "mongoexport_p", "mongoexport -u admin -p {pw} --db app -c users"),
+    ("cli_secret", "ldappasswd", "ldappasswd -x -D cn=admin,dc=acme -w {pw} -s {pw} uid=ops"),
+    ("cli_secret", "sqlplus", "sqlplus system/{pw}@//db:1521/ORCL"),
+    ("cli_secret", "psexec", "psexec \\\\host -u admin -p {pw} cmd"),
+    ("cli_secret", "java_d", "java -Dspring.datasource.password={pw} -jar app.jar"),
+    ("cli_secret", "ansible_extra", "ansible-playbook site.yml --extra-vars 'db_password={pw}'"),
+    ("cli_secret", "twine", "twine upload -u __token__ -p {pw} dist/*"),
+    ("cli_secret", "npm_login", "npm config set //registry.npmjs.org/:_authToken {pw}"),
+    (
+        "cli_secret",
+        "git_config",
+        "git config --global url.https://ops:{pw}@git.example.net/.insteadOf https://git.example.net/",
+    ),
+    (
+        "cli_secret",
+        "rclone_pass",
+        "rclone config create s3 s3 access_key_id=AK secret_access_key={pw}",
+    ),
+    ("headers", "x_vault_token", "X-Vault-Token: {pw}"),
+    (
+        "headers",
+        "private_token",
+        "curl --header 'PRIVATE-TOKEN: {pw}' https://gitlab.example.net/api/v4/user",
+    ),
+    ("headers", "proxy_auth", "Proxy-Authorization: Bearer {pw}"),
+    ("headers", "api_key_header", "curl -H 'apikey: {pw}' https://api.example.net"),
+    ("headers", "authorization_raw", "Authorization: {pw}"),
+    (
+        "headers",
+        "oauth_fragment",
+        "https://app.example.net/cb#access_token={pw}&token_type=bearer&expires_in=3600",
+    ),
+    ("headers", "har_pair", '{{"name": "X-Api-Key", "value": "{pw}"}}'),
+    (
+        "headers",
+        "postman_env",
+        '{{"values": [{{"key": "apiKey", "value": "{pw}", "enabled": true}}]}}',
+    ),
+    ("prose", "prose_token", "the token for the staging bot is {pw}, it expires Friday"),
+    ("prose", "prose_secret", "client secret -> {pw}"),
+    ("prose", "prose_passphrase", "my ssh passphrase = {pw}"),
+    ("prose", "prose_creds_colon", "Credentials: ops / {pw}"),
+    ("prose", "prose_quoted", 'Use "{pw}" as the password when prompted.'),
+    ("prose", "prose_pw_for", "the password for root@db1 is {pw}."),
+]:
+    _text(family, context, template)
+
+
 # ---------------------------------------------------------------------------------- clean
 
 CLEAN: list[tuple[str, Any]] = [

@@ -43,6 +43,25 @@ _L = r"(?:^|[^A-Za-z0-9_+/-])"
 _L_DOT = r"(?:^|[^A-Za-z0-9_+/.-])"
 _B64 = "A-Za-z0-9+/"
 _URL = "A-Za-z0-9_-"
+# Prose: a secret word, what it is for ("for the staging bot"), then a verb or a sign.
+_PROSE_FOR = r"(?:[ \t]+(?:for|of|on)(?:[ \t]+[A-Za-z0-9_.@-]{1,30}){1,3})?"
+_PROSE_VERB = (
+    r"(?:[ \t]+(?:is|was|of|to|set to|changed to|reset to|now|are)|[ \t]*(?:=|:|->))[ \t]+"
+)
+_PROSE_PASSWORD = (
+    r"(?:\b(?:password|passwd|passphrase|pwd|pw|passcode)"
+    + _PROSE_FOR
+    + _PROSE_VERB
+    # a user/password pair after a login word: "login with admin / X", "creds are app/X"
+    + r"|\b(?:log[ \t]?in|sign[ \t]?in|creds|credentials|user(?:name)?)(?:[ \t]+(?:with|as|are|"
+    r"is)[ \t]+|[ \t]*[=:][ \t]*|[ \t]+)[A-Za-z0-9_.@-]{1,64}[ \t]*/[ \t]*)[\"'`]?"
+)
+_PROSE_TOKEN = (
+    r"\b(?:token|secret|api[ _-]?key|access[ _-]?key|secret[ _-]?key|client[ _-]?secret|"
+    r"passphrase)" + _PROSE_FOR + _PROSE_VERB + r"[\"'`]?"
+)
+# The value: not a marker, not ending in punctuation that closes the sentence.
+_PROSE_VALUE = r"(?P<s>[^\s\"'`\[][^\s\"'`]{4,126}[^\s\"'`.,;:!?)])"
 
 
 def _prefixed(
@@ -1432,7 +1451,8 @@ RULES: tuple[Rule, ...] = (
         # --access-token, -storepass; --password-file and --ssh-key name a path, not a secret.
         r"(?i)(?:^|\s)--?(?:[a-z0-9]+-)*(?:password|passwd|pass|pw|pwd|passphrase|storepass|"
         r"keypass|srcstorepass|deststorepass|srckeypass|destkeypass|secret|token|api-?key|"
-        r"account-key|access-key|secret-key|auth-key|master-key|app-key|access-key-secret)"
+        r"account-key|access-key|secret-key|auth-key|master-key|app-key|access-key-secret|"
+        r"secret-string)"
         r"[ \t]+(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'-][^\s]*)",
         ("pass", "pw", "secret", "token", "key"),
         "mongosh --password {pw}",
@@ -1446,12 +1466,26 @@ RULES: tuple[Rule, ...] = (
         # Each tool with its own letter: redis-cli -p is a port, its password is -a.
         r"(?:^|[\s;|&(`\"'])(?:(?:mongo|mongosh|mongodump|mongorestore|mongoexport|mongoimport|"
         r"docker(?: [a-z]+)? login|podman login|buildah login|skopeo login|helm registry login|"
-        r"az login|sshpass)\b[^\n|;&]{0,200}?\s-p"
+        r"az login|sshpass|twine(?: upload)?|psexec|paexec|rdesktop)\b[^\n|;&]{0,200}?\s-p"
         r"|(?:redis-cli|valkey-cli|keydb-cli)\b[^\n|;&]{0,200}?\s-a"
         r"|(?:ldapsearch|ldapmodify|ldapadd|ldapdelete|ldapwhoami|ldappasswd)\b[^\n|;&]{0,200}?\s-w"
-        r"|(?:sqlcmd|bcp|zip|unzip)\b[^\n|;&]{0,200}?\s-P)[ \t]?"
+        r"|(?:sqlcmd|bcp|zip|unzip|mosquitto_pub|mosquitto_sub)\b[^\n|;&]{0,200}?\s-P)[ \t]?"
         r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'`-][^\s\"'`]*)",
-        ("mongo", "login", "sshpass", "-cli", "ldap", "sqlcmd", "bcp", "zip"),
+        (
+            "mongo",
+            "login",
+            "sshpass",
+            "-cli",
+            "ldap",
+            "sqlcmd",
+            "bcp",
+            "zip",
+            "twine",
+            "psexec",
+            "paexec",
+            "rdesktop",
+            "mosquitto",
+        ),
         "sshpass -p {pw} ssh deploy@10.0.0.7",
         check="value",
         facts="sshpass -p X, redis-cli -a X, docker login -p X, ldapsearch -w X, sqlcmd -P X",
@@ -1487,9 +1521,133 @@ RULES: tuple[Rule, ...] = (
         facts="htpasswd -b file user password",
     ),
     Rule(
+        "cli_new_password",
+        "password",
+        r"\bldappasswd\b[^\n|;&]{0,200}?\s-s[ \t]?"
+        r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'`-][^\s\"'`]*)",
+        ("ldappasswd",),
+        "ldappasswd -x -D cn=admin,dc=acme -W -s {pw} uid=ops",
+        check="value",
+        facts="ldappasswd -s NEWPASSWORD",
+    ),
+    Rule(
+        "cli_secret_value",
+        "secret",
+        r"(?i)(?:\bsecrets?[ \t]+(?:set|create|add|put)|put-parameter|create-secret|"
+        r"put-secret-value|update-secret)\b[^\n|;&]{0,200}?[ \t]"
+        r"(?:--body|-b|--value|--secret-string|--data)[ \t=]+"
+        r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'-][^\s]*)",
+        ("secret", "put-parameter"),
+        "gh secret set DEPLOY_KEY --body '{pw}' --repo acme/app",
+        caseless=True,
+        check="value",
+        facts="gh secret set N --body X, aws ssm put-parameter --value X, az keyvault secret set",
+        anchor=r"(?i)(?:secrets?[ \t]+(?:set|create|add|put)|put-parameter|create-secret|"
+        r"put-secret-value|update-secret)",
+    ),
+    Rule(
+        "oracle_connect",
+        "password",
+        r"\b(?:sqlplus|sqlldr|expdp|impdp|exp|imp|rman[ \t]+target)(?:[ \t]+-[A-Za-z]+)*[ \t]+"
+        r"[\"']?[A-Za-z0-9_$#]+/(?P<s>[^\s@/\"']+)(?:[@\s\"']|$)",
+        ("sqlplus", "sqlldr", "expdp", "impdp", "exp ", "imp ", "rman"),
+        "sqlplus system/{pw}@//db:1521/ORCL",
+        check="value",
+        facts="sqlplus user/password@db (Oracle connect string)",
+    ),
+    Rule(
+        "cli_windows_password",
+        "password",
+        r"(?i)\b(?:xfreerdp|wfreerdp|cmdkey|sdelete|psexec|schtasks|runas)\b[^\n|;&]{0,200}?"
+        r"[ \t]/(?:p|pass|password|rp):(?P<s>\"[^\"\n]{1,200}\"|[^\s\"']+)",
+        ("freerdp", "cmdkey", "sdelete", "psexec", "schtasks", "runas"),
+        "xfreerdp /v:10.0.0.5 /u:ops /p:{pw}",
+        caseless=True,
+        check="value",
+        facts="xfreerdp /p:X, cmdkey /pass:X, schtasks /rp X",
+    ),
+    Rule(
+        "tool_config_set",
+        "secret",
+        r"(?i)\b(?:npm|yarn|pnpm|pip|poetry|composer|bundle)[ \t]+config[ \t]+(?:set[ \t]+)?"
+        r"(?:--[a-z-]+[ \t]+)*(?P<n>[^\s=]{2,120})[ \t]+(?P<s>[^\s-][^\s]*)",
+        ("config",),
+        "",
+        caseless=True,
+        check="named",
+        facts="npm config set //registry/:_authToken X, poetry config http-basic.repo user X",
+        anchor=r"(?i)(?:npm|yarn|pnpm|pip|poetry|composer|bundle)[ \t]+config",
+    ),
+    Rule(
+        "sql_password",
+        "password",
+        r"(?i)\b(?:identified(?:[ \t]+with[ \t]+[A-Za-z0-9_]+)?[ \t]+by|password)[ \t]+"
+        r"'(?P<s>[^'\n]{1,200})'",
+        ("identified", "password"),
+        "CREATE USER 'app'@'%' IDENTIFIED BY '{pw}';",
+        caseless=True,
+        check="value",
+        facts="MySQL IDENTIFIED BY 'X', PostgreSQL PASSWORD 'X'",
+        anchor=r"(?i)(?:\bby|password)[ \t]+'",
+    ),
+    Rule(
+        "redis_config_password",
+        "password",
+        r"(?i)(?:^|[\s;\"'`])(?:requirepass|masterauth)[ \t]+[\"']?(?P<s>[^\s\"'`]+)",
+        ("requirepass", "masterauth"),
+        "requirepass {pw}",
+        caseless=True,
+        check="value",
+        facts="redis.conf requirepass X / masterauth X (also CONFIG SET requirepass X)",
+    ),
+    Rule(
+        "php_define",
+        "secret",
+        r"(?i)\bdefine\([ \t]*[\"'](?P<n>[A-Za-z0-9_]{1,80})[\"'][ \t]*,[ \t]*[\"']"
+        r"(?P<s>[^\"'\n]{1,500})[\"']",
+        ("define(",),
+        "",
+        caseless=True,
+        check="named",
+        facts="wp-config.php define('DB_PASSWORD', 'X'), define('AUTH_KEY', 'X')",
+    ),
+    Rule(
+        "dockerfile_env",
+        "secret",
+        r"(?m)^[ \t]*(?:ENV|ARG)[ \t]+(?P<n>[A-Za-z_][A-Za-z0-9_]{0,80})[ \t]+(?P<s>[^\s=][^\n]*)",
+        ("ENV ", "ARG "),
+        "",
+        check="named",
+        facts="Dockerfile ENV NAME value (the legacy form without =)",
+    ),
+    Rule(
+        "pgpass_line",
+        "password",
+        r"(?:^|[\s=\"'`])[A-Za-z0-9_.*-]+:(?:\d{2,5}|\*):[A-Za-z_*][A-Za-z0-9_.*-]*:"
+        r"[A-Za-z_*][A-Za-z0-9_.*-]*:(?P<s>[^\s:\"'`][^\s\"'`]*)",
+        (":",),
+        "db.internal:5432:app:app:{pw}",
+        check="value",
+        facts=".pgpass host:port:database:user:password",
+        anchor=r"[A-Za-z0-9_.*-]:(?:\d{2,5}|\*):[A-Za-z_*][A-Za-z0-9_.*-]*:[A-Za-z_*]"
+        r"[A-Za-z0-9_.*-]*:",
+    ),
+    Rule(
+        "ssm_secure_string",
+        "secret",
+        r"(?i)securestring[\"']?[ \t]*,[ \t]*[\"']?value[\"']?[ \t]*[:=][ \t]*[\"']"
+        r"(?P<s>[^\"'\n]{1,1000})",
+        ("securestring",),
+        "",
+        caseless=True,
+        check="value",
+        facts='SSM parameter "Type": "SecureString", "Value": "X"',
+    ),
+    Rule(
         "stdin_password",
         "password",
-        r"(?:^|[\s;&(`\"'])(?:echo|printf)[ \t]+(?:-[ne]+[ \t]+)?[\"']?(?P<s>[^\s\"'|;&]{4,200})"
+        r"(?:^|[\s;&(`\"'])(?:echo[ \t]+(?:-[ne]+[ \t]+)?|printf[ \t]+(?:[\"']?%s[^\s|]*[ \t]+)?)"
+        r"[\"']?(?P<s>[^\s\"'|;&]{4,200})"
         r"[\"']?[ \t]*\|[^\n|;&]{0,120}?(?:--password-stdin|--pass-stdin|sudo[ \t]+-S|chpasswd|"
         r"passwd[ \t]+--stdin|-password-stdin|--password-from-stdin)",
         ("stdin", "sudo", "chpasswd"),
@@ -1525,29 +1683,47 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "password_in_prose",
         "password",
-        # "password is X", "password: X", "set the password to X", "pwd for the wifi: X", and a
-        # user/password pair after a login word ("login with admin / X", "creds are app/X").
-        r"(?i)(?:\b(?:password|passwd|passphrase|pwd|pw|passcode)(?:[ \t]+(?:for|of|on)[ \t]+"
-        r"(?:the[ \t]+)?[A-Za-z0-9_.@-]{1,30})?[ \t]*(?:[ \t](?:is|was|of|to|set to|changed to|"
-        r"reset to|now)|=|:|->)[ \t]+|\b(?:log[ \t]?in|sign[ \t]?in|creds|credentials|"
-        r"user(?:name)?)[ \t]+(?:with|as|are|is|=|:)?[ \t]*[A-Za-z0-9_.@-]{1,64}[ \t]*/[ \t]*)"
-        r"[\"'`]?"
-        r"(?P<s>[^\s\"'`\[][^\s\"'`]{4,126}[^\s\"'`.,;:!?)])",
+        "(?i)" + _PROSE_PASSWORD + _PROSE_VALUE,
         ("pass", "pw", "log", "sign", "cred", "user"),
         "the admin password is {pw}",
         caseless=True,
         check="prose_password",
-        anchor=r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)(?:[ \t]+(?:for|of|on)[ \t]+"
-        r"(?:the[ \t]+)?[A-Za-z0-9_.@-]{1,30})?[ \t]*(?:[ \t](?:is|was|of|to|set|changed|reset|"
-        r"now)[ \t]|=|:|->)|(?:log[ \t]?in|sign[ \t]?in|creds|credentials|user(?:name)?)[ \t]+"
-        r"(?:with|as|are|is|=|:)?[ \t]*[A-Za-z0-9_.@-]{1,64}[ \t]*/",
-        facts="password is X (the value must look random: letters and digits or symbols)",
+        anchor="(?i)" + _PROSE_PASSWORD,
+        facts="password is X, login with user / X (X must look random: letters and digits or "
+        "symbols)",
+    ),
+    Rule(
+        "token_in_prose",
+        "secret",
+        "(?i)" + _PROSE_TOKEN + _PROSE_VALUE,
+        ("token", "secret", "key"),
+        "the token for the staging bot is {a:24}",
+        caseless=True,
+        check="prose_token",
+        anchor="(?i)" + _PROSE_TOKEN,
+        facts="the token for X is Y, client secret -> Y (Y: 12 or more, letters and digits)",
+    ),
+    Rule(
+        "password_before_word",
+        "password",
+        r"(?i)[\"'`](?P<s>[^\s\"'`]{6,128})[\"'`][ \t]+(?:as|for)[ \t]+(?:the[ \t]+|your[ \t]+|"
+        r"my[ \t]+|a[ \t]+)?(?:[A-Za-z]+[ \t]+)?(?:password|passphrase|passwd|pwd|token|secret)",
+        ("pass", "pwd", "token", "secret"),
+        'use "{pw}" as the password when prompted',
+        caseless=True,
+        check="prose_password",
+        anchor=r"(?i)[\"'`][ \t]+(?:as|for)[ \t]+(?:the[ \t]+|your[ \t]+|my[ \t]+|a[ \t]+)?"
+        r"(?:[A-Za-z]+[ \t]+)?(?:password|passphrase|passwd|pwd|token|secret)",
+        facts='use "X" as the password (a quoted value named after it)',
     ),
     Rule(
         "named_value_pair",
         "secret",
         r"(?i)[\"']?(?:name|key|parameterkey|variable|optionname)[\"']?[ \t]*[:=][ \t]*[\"']?"
-        r"(?P<n>[A-Za-z0-9_.-]{2,80})[\"']?[ \t]*(?:,|\r?\n)[ \t]*(?:-[ \t]*)?[\"']?"
+        r"(?P<n>[A-Za-z0-9_./-]{2,80})[\"']?[ \t]*(?:,|\r?\n)[ \t]*(?:-[ \t]*)?"
+        # An SSM parameter has its Type between Name and Value.
+        r"(?:[\"']?type[\"']?[ \t]*[:=][ \t]*[\"']?[A-Za-z]{1,20}[\"']?[ \t]*(?:,|\r?\n)[ \t]*)?"
+        r"[\"']?"
         r"(?:value|parametervalue)[\"']?[ \t]*[:=][ \t]*(?P<q>[\"']?)(?P<s>[^\"'\r\n,}]+)",
         ("value",),
         "",
