@@ -60,8 +60,18 @@ _PROSE_TOKEN = (
     r"\b(?:token|secret|api[ _-]?key|access[ _-]?key|secret[ _-]?key|client[ _-]?secret|"
     r"passphrase)" + _PROSE_FOR + _PROSE_VERB + r"[\"'`]?"
 )
-# The value: not a marker, not ending in punctuation that closes the sentence.
-_PROSE_VALUE = r"(?P<s>[^\s\"'`\[][^\s\"'`]{4,126}[^\s\"'`.,;:!?)])"
+
+
+def _prose_value(marks: str) -> str:
+    """A value in prose: one word holding one of ``marks`` (so that a run of plain words, such
+    as a hostile "password: password: ...", matches nowhere), not a marker, not ending in the
+    sentence's punctuation."""
+    word = r"[^\s\"'`]{0,126}"
+    return rf"(?P<s>(?:[^\s\"'`\[]{word})?[{marks}](?:{word}[^\s\"'`.,;:!?)])?)"
+
+
+_PROSE_VALUE = _prose_value(r"0-9!#$%^&*_+=~@/\\-")
+_PROSE_TOKEN_VALUE = _prose_value("0-9")
 
 
 def _prefixed(
@@ -1695,7 +1705,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "token_in_prose",
         "secret",
-        "(?i)" + _PROSE_TOKEN + _PROSE_VALUE,
+        "(?i)" + _PROSE_TOKEN + _PROSE_TOKEN_VALUE,
         ("token", "secret", "key"),
         "the token for the staging bot is {a:24}",
         caseless=True,
