@@ -88,6 +88,8 @@ _SECRET_NAMES: tuple[tuple[str, str], ...] = (
     ("client key", "secret"),
     ("license key", "secret"),
     ("signing key", "secret"),
+    ("functions key", "secret"),
+    ("function key", "secret"),
     ("secret string", "secret"),
     ("secret binary", "secret"),
     ("sshpass", "password"),
@@ -137,11 +139,24 @@ def _marker(kind: str) -> str:
     return f"{REDACTED_PREFIX}{kind}]"
 
 
+# Words after a secret word that only say which one: DB_PASSWORD_2, OPENAI_API_KEY_PROD, api_key_v2.
+_QUALIFIER_WORDS = (
+    r"[0-9]{1,3}|v[0-9]{0,2}|b64|base64|prod|production|dev|development|staging|stage|test|live|"
+    r"old|new|prev|previous|next|backup|primary|secondary|ro|rw|ci|local|default"
+)
+_QUALIFIED = re.compile(rf"(?i)(?:[_.\- ]?(?:{_QUALIFIER_WORDS})){{1,2}}$")
+
+
 @lru_cache(maxsize=4096)
 def _name_kind(name: str) -> str | None:
     """Marker kind if ``name`` (a key, an XML tag, a variable) names a secret, else None."""
     # Callers pass names as they appear after redaction, so this cache never holds a secret.
     name = _MARKER.sub("", name)
+    qualified = _QUALIFIED.search(name)
+    if qualified is not None and qualified.start() > 0:
+        kind = _name_kind(name[: qualified.start()])
+        if kind is not None:
+            return kind
     normalised = re.sub(r"[^a-z0-9]", "", name.lower())
     if not normalised or normalised.endswith(_NOT_SECRET_ENDINGS):
         return None
@@ -177,6 +192,8 @@ _PLACEHOLDER = re.compile(
     r"|(?i:^(?:insert|replace|enter|put|paste|add)[_ -])|^\[REDACTED:|^[xX*#.•_-]+$"
     # Masked (****1234) and references to a secret store rather than a secret.
     r"|\*{3}|•{3}|^(?:arn|op|vault|ssm|secretsmanager|awssm|azkv|gcpsm|sm):|^projects/[^/]+/secrets/"
+    # CloudFormation intrinsics: MasterUserPassword: !Ref DbPassword, !Sub '{{resolve:...}}'.
+    r"|^!(?:Ref|Sub|GetAtt|ImportValue|Join|Select|FindInMap|If|Base64|Split|Transform)\b"
 )
 # How to authenticate, not with what: "auth: oauth2", "authorization: basic".
 _AUTH_METHOD = re.compile(
@@ -405,10 +422,12 @@ _NAME_ENDS = (
     r"pass(?:word|wd|phrase|code)?s?|pwds?|pw|pat|secrets?|token|credentials?|cookies?|"
     r"authorizations?|auth)"
 )
-_NAME_ANCHOR = _NAME_ENDS + r"[^A-Za-z0-9\n\x00]{0,8}\n\x00"
+_NAME_QUALIFIERS = rf"(?:[_.\- ]?(?:{_QUALIFIER_WORDS})){{0,2}}"
+_NAME_ANCHOR = _NAME_ENDS + _NAME_QUALIFIERS + r"[^A-Za-z0-9\n\x00]{0,8}\n\x00"
 NAMES = -1
+ARGV = -2
 # In raw JSON a string ends with a quote.
-_RAW_NAME_ANCHOR = _NAME_ENDS + r"[^A-Za-z0-9\"\\]{0,8}\""
+_RAW_NAME_ANCHOR = _NAME_ENDS + _NAME_QUALIFIERS + r"[^A-Za-z0-9\"\\]{0,8}\""
 
 
 def _raw_anchor(expression: str) -> str:
@@ -484,6 +503,11 @@ class _Compiled:
                 caseless = hyperscan.HS_FLAG_CASELESS if rule.caseless else 0
                 flags.append(hyperscan.HS_FLAG_SINGLEMATCH | caseless)
                 owners.append(index)
+        # A string that starts with a dash: the value may hold a command's argument list (whose
+        # flags are never its first string).
+        expressions.append(rb"\x00\n-")
+        flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
+        owners.append(ARGV)
         # One more anchor: a string that ends in a secret word may be a secret-named key.
         expressions.append(_NAME_ANCHOR.encode())
         flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
@@ -528,8 +552,9 @@ class _Compiled:
         return not found
 
     def candidates(self, text: str) -> list[int]:
-        """Indices of the rules whose anchors occur in ``text``, in rule order; ``NAMES`` first
-        when a string of the joined ``text`` may be a secret-named key."""
+        """Indices of the rules whose anchors occur in ``text``, in rule order; before them
+        ``ARGV`` when a string of the joined ``text`` starts with a dash and ``NAMES`` when one
+        may be a secret-named key."""
         found: set[int] = set()
         owners = self.owners
 
@@ -549,7 +574,7 @@ class _Compiled:
         # otherwise encode the text again for every search.
         data = text.encode("ascii") if text.isascii() else None
         for index in self.candidates(text) if candidates is None else candidates:
-            if index == NAMES:
+            if index < 0:  # NAMES, ARGV: no rule of their own
                 continue
             rule = self.rules[index]
             groups = self.groups[index]
@@ -652,6 +677,8 @@ def _labelled_kind(text: str, match: Any, regex: Any, start_end: tuple[int, int]
         return None
     op_start, op_end = match.span(groups["op" + branch])
     spaced = text[op_start - 1] in " \t"
+    if not quoted and value.endswith("("):
+        return None  # password=env("DB_PASSWORD"): a call, its argument quoted
     if not quoted and _CODE.match(value) and (text[op_start:op_end] in (":=", "=>") or spaced):
         return None  # token := os.Getenv(...), api_key = settings.API_KEY: code, not a value
     return _SCHEME_KINDS.get(scheme, kind)
@@ -765,14 +792,15 @@ def _decoded_spans(text: str) -> list[tuple[int, int, str, int]]:
     return found
 
 
-def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool, set[str]]:
+def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool, set[str], bool]:
     """One pass of the rules over strings: the changed ones, redacted; whether one of them
     may be a secret-named key; and the changed ones where a marker touches a word character
     (only there can another pass find more)."""
     joined = _SEPARATOR.join(originals) + _SEPARATOR
     engine = _engine()
     candidates = engine.candidates(joined)
-    names = bool(candidates) and candidates[0] == NAMES
+    names = NAMES in candidates
+    argv = bool(candidates) and candidates[0] == ARGV
     spans = engine.spans(joined, candidates) if candidates else []
     encoded = (
         [i for i, string in enumerate(originals) if _may_be_encoded(string)]
@@ -780,7 +808,7 @@ def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool, set[str]]:
         else []
     )
     if not spans and not encoded:
-        return {}, names, set()
+        return {}, names, set(), argv
     starts: list[int] = []
     offset = 0
     for string in originals:
@@ -812,7 +840,7 @@ def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool, set[str]]:
                 for start, end, _ in merged
             ):
                 glued.add(original)
-    return result, names, glued
+    return result, names, glued, argv
 
 
 # Characters next to which a marker changes no rule's view of its neighbour.
@@ -824,19 +852,19 @@ _LOOSE = frozenset(" \t\r\n\"'`,;:=()[]{}<>|&!?")
 _MAX_PASSES = 4
 
 
-def _redact_strings(strings: list[str]) -> tuple[dict[str, str], bool]:
+def _redact_strings(strings: list[str]) -> tuple[dict[str, str], bool, bool]:
     """The redacted form of every string in ``strings`` that holds a secret, and whether a
     string may be a secret-named key."""
-    result, names, glued = _redact_once(strings)
+    result, names, glued, argv = _redact_once(strings)
     for _ in range(_MAX_PASSES - 1):
         if not glued:
             break
         current = {result[original]: original for original in glued}
-        again, _, glued_again = _redact_once(list(current))
+        again, _, glued_again, _ = _redact_once(list(current))
         glued = {current[text] for text in glued_again}
         for text, redacted in again.items():
             result[current[text]] = redacted
-    return result, names
+    return result, names, argv
 
 
 def redact_text(text: str) -> str:
@@ -897,10 +925,38 @@ def _collect(value: Any, strings: list[str]) -> None:
                 strings.append(item)
             elif isinstance(item, (dict, list)):  # a tuple: faster than a union here
                 _collect(item, strings)
-        if _argv(value):
-            strings.append(" ".join(value))
     elif isinstance(value, str):
         strings.append(value)
+
+
+def _redact_value(value: Any) -> tuple[dict[str, str], bool]:
+    """The redacted form of every string in ``value`` that holds a secret, and whether a key
+    may name one. When a string starts with a dash (the scan says so), the command line of
+    each argument list in ``value`` is redacted too (``_argv_items`` reads it back)."""
+    strings: list[str] = []
+    _collect(value, strings)
+    if not strings:
+        return {}, False
+    redacted, names, argv = _redact_strings(strings)
+    if argv:
+        lines: list[str] = []
+        _collect_argv(value, lines)
+        if lines:
+            redacted.update(_redact_strings(lines)[0])
+    return redacted, names
+
+
+def _collect_argv(value: Any, strings: list[str]) -> None:
+    if isinstance(value, dict):
+        for item in value.values():
+            if isinstance(item, (dict, list)):
+                _collect_argv(item, strings)
+    elif isinstance(value, list):
+        if _argv(value):
+            strings.append(" ".join(value))
+        for item in value:
+            if isinstance(item, (dict, list)):
+                _collect_argv(item, strings)
 
 
 def _argv(items: list[Any]) -> bool:
@@ -909,8 +965,9 @@ def _argv(items: list[Any]) -> bool:
     the command line."""
     return (
         1 < len(items) <= 256
-        and all(type(item) is str and "\n" not in item for item in items)
+        and type(items[0]) is str
         and _COMMAND.fullmatch(items[0]) is not None
+        and all(type(item) is str and "\n" not in item for item in items)
         and any(_FLAG.match(item) for item in items)
     )
 
@@ -964,7 +1021,7 @@ def _hides_secret(value: Any) -> bool:
 
 
 def _copy_list(items: list[Any], redacted: dict[str, str]) -> list[Any]:
-    if _argv(items) and (arguments := _argv_items(items, redacted)) is not None:
+    if len(items) > 1 and _argv(items) and (arguments := _argv_items(items, redacted)) is not None:
         return list(arguments)
     result = []
     in_block = False
@@ -1029,18 +1086,14 @@ def redact(value: Any) -> Any:
     is searched like any other: a JSON Schema ``"password": {"type": "string"}`` stays).
     Deterministic and idempotent; tuples and other non-JSON types are returned as they are.
     """
-    strings: list[str] = []
-    _collect(value, strings)
-    return _copy(value, _redact_strings(strings)[0] if strings else {})
+    return _copy(value, _redact_value(value)[0])
 
 
 def redact_if_needed(value: Any) -> Any | None:
     """``redact(value)``, or None when that is sure to be an equal copy (no string holds a
     secret, no key names one, no name/value pair holds one): the common, clean payload is not
     copied at all."""
-    strings: list[str] = []
-    _collect(value, strings)
-    redacted, names = _redact_strings(strings) if strings else ({}, False)
+    redacted, names = _redact_value(value)
     if not redacted and not (names and _names_a_secret(value)):
         return None
     return _copy(value, redacted)
