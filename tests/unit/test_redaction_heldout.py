@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import pytest
 
-from punk_records.redaction import redact
+from punk_records.redaction import payload_json_clean, redact, redact_if_needed
 
 _RNG = random.Random(1010)
 _ALNUM = string.ascii_letters + string.digits
@@ -1176,6 +1176,76 @@ for family, context, template in [
     _text(family, context, template)
 
 
+# ------------------------------------------------------------ formats inside other formats
+TG = _r(string.digits, 10) + ":AA" + _r(_URL, 33)
+_add("telegram_bot_token", "bot_url", {"u": f"https://api.telegram.org/bot{TG}/sendMessage"}, TG)
+_add(
+    "telegram_bot_token",
+    "bot_url_curl",
+    {"c": f"curl -s https://api.telegram.org/bot{TG}/getMe"},
+    TG,
+)
+STS = "IQoJb3JpZ2luX2Vj" + _r(_B64, 300)
+_add(
+    "aws_presigned",
+    "security_token",
+    {
+        "u": "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIA"
+        + _r(_UPPER, 16)
+        + "%2F20261129%2Feu-west-1%2Fs3%2Faws4_request&X-Amz-Security-Token="
+        + quote(STS, safe="")
+    },
+    STS[:60],
+)
+FN = _r(_URL, 54) + "=="
+_add(
+    "azure_function_key",
+    "url",
+    {"u": f"https://acme-fn.azurewebsites.net/api/ingest?code={FN}"},
+    FN,
+)
+_add("azure_function_key", "header", {"h": {"x-functions-key": FN}}, FN)
+PUTTY_PRIV = [_r(_B64, 64) for _ in range(3)]
+_add(
+    "putty",
+    "ppk2_encrypted",
+    {
+        "f": "PuTTY-User-Key-File-2: ssh-rsa\nEncryption: aes256-cbc\nComment: ops\nPublic-Lines: 1\n"
+        + _r(_B64, 64)
+        + "\nPrivate-Lines: 3\n"
+        + "\n".join(PUTTY_PRIV)
+        + "\nPrivate-MAC: "
+        + _r(_HEX, 40)
+    },
+    *PUTTY_PRIV,
+)
+OTP = "".join(_RNG.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(32))
+_add("totp_seed", "otpauth", {"u": f"otpauth://totp/Acme:ops?secret={OTP}&issuer=Acme"}, OTP)
+GH = _github("ghp_")
+_add(
+    "github",
+    "git_remote",
+    {"c": f"git remote set-url origin https://{GH}@github.com/acme/app.git"},
+    GH,
+)
+_add("github", "x_access_token", {"c": f"https://x-access-token:{GH}@github.com/acme/app"}, GH)
+DISCORD = "MT" + _r(_ALNUM, 24) + "." + _r(_URL, 6) + "." + _r(_URL, 38)
+_add("discord_bot_token", "bot_header", {"h": f"Authorization: Bot {DISCORD}"}, DISCORD)
+for name in (
+    "DB_PASSWORD_2",
+    "OPENAI_API_KEY_PROD",
+    "STRIPE_SECRET_KEY_LIVE",
+    "GITHUB_TOKEN_CI",
+    "api_key_v2",
+    "SMTP_PASS_OLD",
+    "REDIS_PASSWORD_B64",
+):
+    value = _pw()
+    _add("password_by_name", f"qualified:{name}", {"env": f"{name}={value}"}, value)
+    value = _pw()
+    _add("password_by_name", f"qualified_field:{name}", {"cfg": {name: value}}, value)
+
+
 # ---------------------------------------------------------------------------------- clean
 
 CLEAN: list[tuple[str, Any]] = [
@@ -1274,6 +1344,29 @@ CLEAN: list[tuple[str, Any]] = [
     ),
     ("url", {"u": "https://example.net/reset-password?lang=en&step=2"}),
     ("argv", {"argv": ["mysql", "-u", "app", "-p", "app_db"]}),
+    ("cfn_ref", {"yaml": "MasterUserPassword: !Ref DbPassword\nApiKey: !GetAtt Key.Value"}),
+    ("cfn_sub", {"yaml": "Password: !Sub '{{resolve:secretsmanager:${Secret}:SecretString:pw}}'"}),
+    ("code_env_call", {"code": 'password=env("DB_PASSWORD")\nSECRET_KEY=config("SECRET_KEY")'}),
+    ("terraform_ref", {"hcl": "password = random_password.db.result\ntoken = var.api_token"}),
+    ("prose_words", {"m": "The token is valid for 3600 seconds; the password is required."}),
+    (
+        "prose_words",
+        {"m": "The api key is stored in Secrets Manager, the secret is rotated weekly."},
+    ),
+    (
+        "prose_words",
+        {"m": "The password for user42 is required and the token for build 77 is ready."},
+    ),
+    ("names", {"password_policy": "strict", "token_expiry": 3600, "secret_name": "prod/db"}),
+    (
+        "names",
+        {"tokens": 4096, "keys": ["a", "b"], "passwordless": True, "password_hash_algo": "argon2"},
+    ),
+    (
+        "yaml_placeholder",
+        {"y": "password: ${{ secrets.DB_PASSWORD }}\napi_key: '{{ vault_api_key }}'"},
+    ),
+    ("otp_prose", {"m": "Enable TOTP: scan the QR code, then enter the 6-digit code."}),
     ("argv", {"argv": ["redis-cli", "-h", "cache", "-p", "6379", "ping"]}),
     ("argv", {"argv": ["docker", "login", "--password-stdin", "-u", "ci", "ghcr.io"]}),
     ("argv", {"argv": ["ls", "-la", "/var/log"], "tags": ["-x", "secret", "token"]}),
@@ -1299,6 +1392,10 @@ def _survivors(case: Held) -> list[str]:
 )
 def test_given_a_held_out_secret_when_redacted_then_no_part_survives(case: Held):
     assert not _survivors(case), _visible(redact(case.payload))
+    # The paths the functions take agree: the consumer's raw-JSON shortcut must not call the
+    # payload clean, and the copy-only-when-needed path must make the same copy.
+    assert not payload_json_clean(json.dumps({"payload": case.payload}).encode())
+    assert redact_if_needed(case.payload) == redact(case.payload)
 
 
 @pytest.mark.parametrize(
@@ -1314,3 +1411,4 @@ def test_given_an_argument_list_with_a_password_when_redacted_twice_then_unchang
 @pytest.mark.parametrize(("context", "payload"), CLEAN, ids=[c for c, _ in CLEAN])
 def test_given_a_held_out_clean_payload_when_redacted_then_it_is_unchanged(context, payload):
     assert redact(payload) == payload
+    assert redact_if_needed(payload) in (None, payload)

@@ -60,6 +60,8 @@ _PROSE_TOKEN = (
     r"\b(?:token|secret|api[ _-]?key|access[ _-]?key|secret[ _-]?key|client[ _-]?secret|"
     r"passphrase)" + _PROSE_FOR + _PROSE_VERB + r"[\"'`]?"
 )
+# Where the prose rules can match (small for the prefilter: a verb or a sign on the same line).
+_VERB_ANCHOR = r"(?:\s(?:is|was|of|to|now|are)\s|[=:]\s|->)"
 
 
 def _prose_value(marks: str) -> str:
@@ -274,6 +276,16 @@ RULES: tuple[Rule, ...] = (
         caseless=True,
         check="sas",
         facts="SAS query: sv=, sp=, se= and an HMAC in sig=",
+    ),
+    Rule(
+        "azure_function_key",
+        "azure_function_key",
+        r"(?i)\.azurewebsites\.net/(?:api|runtime/webhooks)/[^\s?#\"']*\?(?:[^\s#\"']*&)?code="
+        r"(?P<s>[A-Za-z0-9_%=-]{20,})",
+        ("azurewebsites.net",),
+        "https://acme-fn.azurewebsites.net/api/ingest?code={u:54}==",
+        caseless=True,
+        facts="Azure Functions key in the function URL: ...azurewebsites.net/api/<fn>?code=<key>",
     ),
     Rule(
         "azure_ad_client_secret",
@@ -804,7 +816,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "telegram_bot_token",
         "telegram_bot_token",
-        r"(?:^|[^A-Za-z0-9_])(?P<s>\d{8,10}:AA[A-Za-z0-9_-]{32,33})",
+        # (after "bot" in the API's URLs: api.telegram.org/bot<token>/sendMessage)
+        r"(?:^|[^A-Za-z0-9_]|bot)(?P<s>\d{8,10}:AA[A-Za-z0-9_-]{32,33})",
         (":AA",),
         "{d:10}:AA{u:33}",
         facts="bot id (8-10 digits) : AA + 33 URL-safe",
@@ -1051,8 +1064,7 @@ RULES: tuple[Rule, ...] = (
         caseless=True,
         check="token",
         facts="32 or 40 hex right after an api/app key word in prose (Datadog, Algolia, Mailgun)",
-        anchor=r"(?i)(?:api|app|application|admin|master)[ _.-]?key[ \t]+(?:is[ \t]+|was[ \t]+|="
-        r"[ \t]*|:[ \t]*)?[\"'`]?[a-f0-9]{32}",
+        anchor=r"(?i)(?:api|app|application|admin|master)[ _.-]?key[ \t]+[^\n]{0,8}[a-f0-9]{8}",
     ),
     _prefixed(
         "datadog_pat",
@@ -1593,12 +1605,11 @@ RULES: tuple[Rule, ...] = (
         "password",
         r"(?i)\b(?:identified(?:[ \t]+with[ \t]+[A-Za-z0-9_]+)?[ \t]+by|password)[ \t]+"
         r"'(?P<s>[^'\n]{1,200})'",
-        ("identified", "password"),
+        ("identified", "password '"),
         "CREATE USER 'app'@'%' IDENTIFIED BY '{pw}';",
         caseless=True,
         check="value",
         facts="MySQL IDENTIFIED BY 'X', PostgreSQL PASSWORD 'X'",
-        anchor=r"(?i)(?:\bby|password)[ \t]+'",
     ),
     Rule(
         "redis_config_password",
@@ -1635,12 +1646,10 @@ RULES: tuple[Rule, ...] = (
         "password",
         r"(?:^|[\s=\"'`])[A-Za-z0-9_.*-]+:(?:\d{2,5}|\*):[A-Za-z_*][A-Za-z0-9_.*-]*:"
         r"[A-Za-z_*][A-Za-z0-9_.*-]*:(?P<s>[^\s:\"'`][^\s\"'`]*)",
-        (":",),
+        (":5432:", ":*:"),
         "db.internal:5432:app:app:{pw}",
         check="value",
         facts=".pgpass host:port:database:user:password",
-        anchor=r"[A-Za-z0-9_.*-]:(?:\d{2,5}|\*):[A-Za-z_*][A-Za-z0-9_.*-]*:[A-Za-z_*]"
-        r"[A-Za-z0-9_.*-]*:",
     ),
     Rule(
         "ssm_secure_string",
@@ -1698,7 +1707,9 @@ RULES: tuple[Rule, ...] = (
         "the admin password is {pw}",
         caseless=True,
         check="prose_password",
-        anchor="(?i)" + _PROSE_PASSWORD,
+        anchor=r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)[^\n]*"
+        + _VERB_ANCHOR
+        + r"|(?:log[ \t]?in|sign[ \t]?in|creds|credentials|user)[^\n]*/",
         facts="password is X, login with user / X (X must look random: letters and digits or "
         "symbols)",
     ),
@@ -1710,7 +1721,7 @@ RULES: tuple[Rule, ...] = (
         "the token for the staging bot is {a:24}",
         caseless=True,
         check="prose_token",
-        anchor="(?i)" + _PROSE_TOKEN,
+        anchor=r"(?i)(?:token|secret|api[ _-]?key|access[ _-]?key|passphrase)[^\n]*" + _VERB_ANCHOR,
         facts="the token for X is Y, client secret -> Y (Y: 12 or more, letters and digits)",
     ),
     Rule(
@@ -1722,8 +1733,7 @@ RULES: tuple[Rule, ...] = (
         'use "{pw}" as the password when prompted',
         caseless=True,
         check="prose_password",
-        anchor=r"(?i)[\"'`][ \t]+(?:as|for)[ \t]+(?:the[ \t]+|your[ \t]+|my[ \t]+|a[ \t]+)?"
-        r"(?:[A-Za-z]+[ \t]+)?(?:password|passphrase|passwd|pwd|token|secret)",
+        anchor=r"(?i)[\"'`][ \t]+(?:as|for)[ \t]",
         facts='use "X" as the password (a quoted value named after it)',
     ),
     Rule(
@@ -1786,7 +1796,8 @@ RULES: tuple[Rule, ...] = (
         r"|(?P<op2>=>|:=|=)[ \t]*(?P<scheme2>(?:bearer|basic|token)[ \t]+)?"
         r"(?P<s2>[^\s\"'\\,;&<>]{1,200})"
         r"|(?P<op3>:)[ \t]*(?P<scheme3>(?:bearer|basic|token)[ \t]+)?"
-        r"(?P<s3>[^\s\"'\\,;&<>]{1,200})[ \t]*(?:$|[\r\n\t\"',;|)}\]\\&<]))",
+        # (not "//": "otpauth://...?secret=X" is a URL, whose secret= the search must reach)
+        r"(?P<s3>[^\s\"'\\,;&<>/][^\s\"'\\,;&<>]{0,199})[ \t]*(?:$|[\r\n\t\"',;|)}\]\\&<]))",
         ("pass", "pw", "secret", "token", "key", "auth", "credential", "cookie"),
         "",
         caseless=True,
