@@ -139,12 +139,13 @@ def _marker(kind: str) -> str:
     return f"{REDACTED_PREFIX}{kind}]"
 
 
-# Words after a secret word that only say which one: DB_PASSWORD_2, OPENAI_API_KEY_PROD, api_key_v2.
+# Words after a secret word, past a separator, that only say which one: DB_PASSWORD_2,
+# OPENAI_API_KEY_PROD, api_key_v2 ("token0" is no secret name).
 _QUALIFIER_WORDS = (
     r"[0-9]{1,3}|v[0-9]{0,2}|b64|base64|prod|production|dev|development|staging|stage|test|live|"
     r"old|new|prev|previous|next|backup|primary|secondary|ro|rw|ci|local|default"
 )
-_QUALIFIED = re.compile(rf"(?i)(?:[_.\- ]?(?:{_QUALIFIER_WORDS})){{1,2}}$")
+_QUALIFIED = re.compile(rf"(?i)(?:[_.\- ](?:{_QUALIFIER_WORDS})){{1,2}}$")
 
 
 @lru_cache(maxsize=4096)
@@ -422,7 +423,7 @@ _NAME_ENDS = (
     r"pass(?:word|wd|phrase|code)?s?|pwds?|pw|pat|secrets?|token|credentials?|cookies?|"
     r"authorizations?|auth)"
 )
-_NAME_QUALIFIERS = rf"(?:[_.\- ]?(?:{_QUALIFIER_WORDS})){{0,2}}"
+_NAME_QUALIFIERS = rf"(?:[_.\- ](?:{_QUALIFIER_WORDS})){{0,2}}"
 _NAME_ANCHOR = _NAME_ENDS + _NAME_QUALIFIERS + r"[^A-Za-z0-9\n\x00]{0,8}\n\x00"
 NAMES = -1
 ARGV = -2
