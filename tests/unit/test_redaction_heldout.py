@@ -1210,7 +1210,8 @@ _add(
     "putty",
     "ppk2_encrypted",
     {
-        "f": "PuTTY-User-Key-File-2: ssh-rsa\nEncryption: aes256-cbc\nComment: ops\nPublic-Lines: 1\n"
+        "f": "PuTTY-User-Key-File-2: ssh-rsa\nEncryption: aes256-cbc\nComment: ops\n"
+        "Public-Lines: 1\n"
         + _r(_B64, 64)
         + "\nPrivate-Lines: 3\n"
         + "\n".join(PUTTY_PRIV)

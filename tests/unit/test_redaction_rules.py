@@ -305,13 +305,13 @@ def test_given_raw_json_judged_clean_then_the_full_path_finds_nothing_either():
     from punk_records.redaction import payload_json_clean
 
     secrets, clean = corpus()
-    payloads = [case.payload for case in [*secrets, *clean]]
-    payloads += [event["payload"] for event in event_dicts(2_000, seed=3)]
+    events = [event["payload"] for event in event_dicts(2_000, seed=3)]
+    payloads = [case.payload for case in [*secrets, *clean]] + events
     skipped = 0
-    for payload in payloads:
+    for index, payload in enumerate(payloads):
         for ensure_ascii in (True, False):
             raw = json.dumps(event_dict(payload=payload), ensure_ascii=ensure_ascii).encode()
             if payload_json_clean(raw):
-                skipped += 1
+                skipped += index >= len(payloads) - len(events)
                 assert redact_if_needed(payload) is None, payload
-    assert skipped > len(payloads)  # the shortcut does apply to most clean payloads
+    assert skipped > len(events)  # the shortcut does apply to most realistic payloads

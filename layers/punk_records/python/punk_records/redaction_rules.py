@@ -1707,7 +1707,7 @@ RULES: tuple[Rule, ...] = (
         "the admin password is {pw}",
         caseless=True,
         check="prose_password",
-        anchor=r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)[^\n]*"
+        anchor=r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)(?:[ \t=:-][^\n]*)?"
         + _VERB_ANCHOR
         + r"|(?:log[ \t]?in|sign[ \t]?in|creds|credentials|user)[^\n]*/",
         facts="password is X, login with user / X (X must look random: letters and digits or "
@@ -1721,7 +1721,8 @@ RULES: tuple[Rule, ...] = (
         "the token for the staging bot is {a:24}",
         caseless=True,
         check="prose_token",
-        anchor=r"(?i)(?:token|secret|api[ _-]?key|access[ _-]?key|passphrase)[^\n]*" + _VERB_ANCHOR,
+        anchor=r"(?i)(?:token|secret|api[ _-]?key|access[ _-]?key|passphrase)(?:[ \t=:-][^\n]*)?"
+        + _VERB_ANCHOR,
         facts="the token for X is Y, client secret -> Y (Y: 12 or more, letters and digits)",
     ),
     Rule(
