@@ -295,9 +295,11 @@ def _structure_cases(rng: random.Random) -> list[Case]:
         ["keytool", "-list", "-keystore", "k.jks", "-storepass", pw[4]],
     ]
     for index, args in enumerate(argv):
-        payload = {"tool": "shell", "argv": args} if index % 2 else {"steps": [{"run": args}]}
+        payload: dict[str, Any] = (
+            {"tool": "shell", "argv": args} if index % 2 else {"steps": [{"run": args}]}
+        )
         cases.append(Case("argv_list", "argument_list", payload, (pw[index],)))
-    config = [
+    config: list[tuple[str, dict[str, Any]]] = [
         ("qualified_name", {"env": {"DB_PASSWORD_2": pw[5]}}),
         ("qualified_name", {"file": f"OPENAI_API_KEY_PROD={pw[6]}\n"}),
         ("php_define", {"file": f"define( 'DB_PASSWORD', '{pw[7]}' );"}),
@@ -307,9 +309,9 @@ def _structure_cases(rng: random.Random) -> list[Case]:
         ("cookie_header", {"request": f"Cookie: theme=dark; sessionid={pw[11]}x{pw[12]}"}),
         ("tool_config", {"cmd": f"npm config set //registry.npmjs.org/:_authToken {pw[12]}"}),
     ]
-    for context, payload in config:
-        text = json.dumps(payload)
-        cases.append(Case("config_by_name", context, payload, tuple(p for p in pw if p in text)))
+    for context, shaped in config:
+        text = json.dumps(shaped)
+        cases.append(Case("config_by_name", context, shaped, tuple(p for p in pw if p in text)))
     return cases
 
 
