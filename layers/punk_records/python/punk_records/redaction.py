@@ -645,9 +645,9 @@ def _engine() -> _Compiled:
 
 
 _SCHEME_KINDS = {"bearer": "bearer_token", "basic": "basic_auth"}
-# A colon that starts a name rather than ends an ARN's field: a Ruby symbol (`:password =>`)
-# or an .npmrc registry key (`//registry.example.org/:_authToken=`).
-_SYMBOL_NAME = re.compile(r"(?:^|[\s(,{\[]|/):")
+# A colon that starts a name rather than ends an ARN's field: a Ruby symbol (`:password =>`),
+# an .npmrc registry key (`//registry.example.org/:_authToken=`), PowerShell's `$env:NAME`.
+_SYMBOL_NAME = re.compile(r"(?:^|[\s(,{\[]|/|(?i:\$env)):$")
 _WORD = re.compile(r"[A-Za-z][a-z]{1,11}")
 _PREFERENCE_COOKIE = re.compile(r"[A-Za-z0-9_.-]+=[A-Za-z]{1,12}")
 # An unquoted value that is an expression: a call, or a dotted name (settings.API_KEY).
@@ -664,7 +664,11 @@ def _labelled_kind(text: str, match: Any, regex: Any, start_end: tuple[int, int]
     quoted = not branch
     value = text[start_end[0] : start_end[1]]
     start = match.span(groups["n"])[0]
-    if start > 0 and text[start - 1] in ":/$%{." and not _SYMBOL_NAME.match(text, start - 2):
+    if (
+        start > 0
+        and text[start - 1] in ":/$%{."
+        and not _SYMBOL_NAME.search(text, max(0, start - 5), start)
+    ):
         return None  # an ARN, a path, a reference (secret:prod/db, $SECRET, %(token)s, a.token)
     kind = _name_kind(name)
     if kind is None or _placeholder(value) or value[0] in "{[(" or _auth_method(name, value):
