@@ -60,8 +60,11 @@ _PROSE_TOKEN = (
     r"\b(?:token|secret|api[ _-]?key|access[ _-]?key|secret[ _-]?key|client[ _-]?secret|"
     r"passphrase)" + _PROSE_FOR + _PROSE_VERB + r"[\"'`]?"
 )
-# Where the prose rules can match (small for the prefilter: a verb or a sign on the same line).
-_VERB_ANCHOR = r"(?:\s(?:is|was|of|to|now|are)\s|[=:]\s|->)"
+# Where the prose rules can match, for the prefilter: the secret word, then what it is for or a
+# verb or a sign (no open-ended run: on a hostile "password: password: ..." that costs time).
+_VERB_ANCHOR = (
+    r"(?:[ \t]+(?:is|was|of|to|set|changed|reset|now|are|for|on)[ \t]|[ \t]*(?:=|:|->)[ \t])"
+)
 
 
 def _prose_value(marks: str) -> str:
@@ -1491,7 +1494,8 @@ RULES: tuple[Rule, ...] = (
         r"az login|sshpass|twine(?: upload)?|psexec|paexec|rdesktop)\b[^\n|;&]{0,200}?\s-p"
         r"|(?:redis-cli|valkey-cli|keydb-cli)\b[^\n|;&]{0,200}?\s-a"
         r"|(?:ldapsearch|ldapmodify|ldapadd|ldapdelete|ldapwhoami|ldappasswd)\b[^\n|;&]{0,200}?\s-w"
-        r"|(?:sqlcmd|bcp|zip|unzip|mosquitto_pub|mosquitto_sub)\b[^\n|;&]{0,200}?\s-P)[ \t]?"
+        r"|(?:sqlcmd|bcp|zip|unzip|mosquitto_pub|mosquitto_sub|ssh-keygen)\b[^\n|;&]{0,200}?\s-P)"
+        r"[ \t]?"
         r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'`-][^\s\"'`]*)",
         (
             "mongo",
@@ -1507,6 +1511,7 @@ RULES: tuple[Rule, ...] = (
             "paexec",
             "rdesktop",
             "mosquitto",
+            "ssh-keygen",
         ),
         "sshpass -p {pw} ssh deploy@10.0.0.7",
         check="value",
@@ -1516,9 +1521,9 @@ RULES: tuple[Rule, ...] = (
         "cli_mysql_password",
         "password",
         r"(?:^|[\s;|&(`\"'])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlsh|mariadb|"
-        r"mariadb-dump|7z)\b[^\n|;&]{0,200}?\s-p(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|"
+        r"mariadb-dump|7z|unrar|rar)\b[^\n|;&]{0,200}?\s-p(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|"
         r"[^\s\"'`-][^\s\"'`]*)",
-        ("mysql", "mariadb", "7z"),
+        ("mysql", "mariadb", "7z", "rar"),
         "mysql -u root -p{pw} app",
         check="value",
         facts="mysql -pX (attached: a separate word after -p is the database, not a password)",
@@ -1545,12 +1550,13 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "cli_new_password",
         "password",
-        r"\bldappasswd\b[^\n|;&]{0,200}?\s-s[ \t]?"
+        r"(?:\bldappasswd\b[^\n|;&]{0,200}?\s-s|\bssh-keygen\b[^\n|;&]{0,200}?\s-N"
+        r"|\bopenssl\b[^\n|;&]{0,200}?\s-k)[ \t]+"
         r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'`-][^\s\"'`]*)",
-        ("ldappasswd",),
-        "ldappasswd -x -D cn=admin,dc=acme -W -s {pw} uid=ops",
+        ("ldappasswd", "ssh-keygen", "openssl"),
+        "ssh-keygen -t ed25519 -N '{pw}' -f deploy_key",
         check="value",
-        facts="ldappasswd -s NEWPASSWORD",
+        facts="ldappasswd -s NEW, ssh-keygen -N NEW, openssl enc -k X",
     ),
     Rule(
         "cli_secret_value",
@@ -1663,18 +1669,98 @@ RULES: tuple[Rule, ...] = (
         facts='SSM parameter "Type": "SecureString", "Value": "X"',
     ),
     Rule(
+        "powershell_secure_string",
+        "password",
+        r"(?i)ConvertTo-SecureString[ \t]+(?:-String[ \t]+)?[\"'](?P<s>[^\"'\n]{1,200})[\"']"
+        r"[^\n]{0,40}?-AsPlainText",
+        ("ConvertTo-SecureString",),
+        "$pw = ConvertTo-SecureString '{pw}' -AsPlainText -Force",
+        caseless=True,
+        check="value",
+        facts="PowerShell ConvertTo-SecureString 'X' -AsPlainText",
+    ),
+    Rule(
+        "code_credential_pair",
+        "password",
+        r"(?:\bauth[ \t]*=[ \t]*\(|HTTPBasicAuth\(|HTTPDigestAuth\(|NetworkCredential\(|"
+        r"PSCredential\(|BasicAuth\(|\.login\(|getConnection\([^,\n]{1,200},)[ \t]*"
+        r"(?:[\"'][^\"'\n]{0,100}[\"']|[A-Za-z_][A-Za-z0-9_.]{0,60})[ \t]*,[ \t]*[\"']"
+        r"(?P<s>[^\"'\n]{1,200})[\"']",
+        ("auth", "Credential", "login(", "getConnection("),
+        "requests.get(url, auth=('admin', '{pw}'))",
+        check="value",
+        facts="auth=('user', 'X'), HTTPBasicAuth('user', 'X'), smtp.login('user', 'X'), "
+        "NetworkCredential, getConnection(url, 'user', 'X')",
+        anchor=r"(?:auth[ \t]*=[ \t]*\(|HTTPBasicAuth\(|HTTPDigestAuth\(|NetworkCredential\(|"
+        r"PSCredential\(|BasicAuth\(|\.login\(|getConnection\()",
+    ),
+    Rule(
+        "minio_alias",
+        "secret",
+        r"\bmc[ \t]+(?:alias[ \t]+set|config[ \t]+host[ \t]+add)[ \t]+\S+[ \t]+\S+[ \t]+\S+[ \t]+"
+        r"(?P<s>[^\s-]\S*)",
+        ("alias set", "host add"),
+        "mc alias set s3 https://s3.example.net minio-admin {pw}",
+        check="value",
+        facts="mc alias set NAME URL ACCESS_KEY SECRET_KEY",
+    ),
+    Rule(
+        "yaml_block_secret",
+        "secret",
+        r"(?im)^[ \t]*(?P<n>[A-Za-z0-9_.-]*(?:pass|pw|secret|token|key|auth|credential)"
+        r"[A-Za-z0-9_.-]*)[ \t]*:[ \t]*[|>][+-]?[ \t]*\r?\n[ \t]+(?P<s>[^\s{$][^\n]*)",
+        ("|", ">"),
+        "",
+        caseless=True,
+        check="named",
+        facts="YAML block scalar: password: >-, then the value on the next line",
+        anchor=r":[ \t]*[|>][+-]?[ \t]*\r?\n",
+    ),
+    Rule(
+        "foreign_password",
+        "password",
+        r"(?i)(?:\b(?:passwort|kennwort|contrase(?:ñ|n)a|mot de passe|senha|wachtwoord|"
+        r"has(?:ł|l)o|şifre|sifre|parool|lozinka|heslo|salasana|adgangskode|l(?:ö|o)senord)|"
+        r"пароль|パスワード|密码|密碼|비밀번호)[ \t]*[:=：][ \t]*[\"'`]?(?P<s>[^\s\"'`]{4,128})",
+        (
+            "wort",
+            "contrase",
+            "de passe",
+            "senha",
+            "wachtwoord",
+            "has",
+            "ifre",
+            "parool",
+            "lozinka",
+            "heslo",
+            "salasana",
+            "adgangskode",
+            "senord",
+            "пароль",
+            "パスワード",
+            "密码",
+            "密碼",
+            "비밀번호",
+        ),
+        "Passwort: {pw}",
+        caseless=True,
+        check="prose_password",
+        facts="password: X in German, Spanish, French, Portuguese, Dutch, Polish, Turkish, Nordic, "
+        "Russian, Japanese, Chinese, Korean",
+    ),
+    Rule(
         "stdin_password",
         "password",
         r"(?:^|[\s;&(`\"'])(?:echo[ \t]+(?:-[ne]+[ \t]+)?|printf[ \t]+(?:[\"']?%s[^\s|]*[ \t]+)?)"
         r"[\"']?(?P<s>[^\s\"'|;&]{4,200})"
         r"[\"']?[ \t]*\|[^\n|;&]{0,120}?(?:--password-stdin|--pass-stdin|sudo[ \t]+-S|chpasswd|"
-        r"passwd[ \t]+--stdin|-password-stdin|--password-from-stdin)",
+        r"passwd[ \t]+--stdin|-password-stdin|--password-from-stdin|--passphrase-fd[ \t]+0)",
         ("stdin", "sudo", "chpasswd"),
         "echo '{pw}' | docker login --password-stdin -u ci ghcr.io",
         check="value",
         facts="echo X | docker login --password-stdin, echo X | sudo -S, echo u:X | chpasswd",
         anchor=r"--password-stdin|--pass-stdin|sudo[ \t]+-S|chpasswd|passwd[ \t]+--stdin"
-        r"|-password-stdin|--password-from-stdin",
+        r"|-password-stdin|--password-from-stdin|--passphrase-fd[ \t]+0",
     ),
     Rule(
         "cli_user_password",
@@ -1707,7 +1793,7 @@ RULES: tuple[Rule, ...] = (
         "the admin password is {pw}",
         caseless=True,
         check="prose_password",
-        anchor=r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)(?:[ \t=:-][^\n]*)?"
+        anchor=r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)"
         + _VERB_ANCHOR
         + r"|(?:log[ \t]?in|sign[ \t]?in|creds|credentials|user)[^\n]*/",
         facts="password is X, login with user / X (X must look random: letters and digits or "
@@ -1721,8 +1807,7 @@ RULES: tuple[Rule, ...] = (
         "the token for the staging bot is {a:24}",
         caseless=True,
         check="prose_token",
-        anchor=r"(?i)(?:token|secret|api[ _-]?key|access[ _-]?key|passphrase)(?:[ \t=:-][^\n]*)?"
-        + _VERB_ANCHOR,
+        anchor=r"(?i)(?:token|secret|api[ _-]?key|access[ _-]?key|passphrase)" + _VERB_ANCHOR,
         facts="the token for X is Y, client secret -> Y (Y: 12 or more, letters and digits)",
     ),
     Rule(
