@@ -302,17 +302,26 @@ def _prose_password_ok(value: str) -> bool:
         and any(c.isdigit() or not c.isalnum() for c in value)
         and not _placeholder(value)
         and not _CODE.match(value)
+        and not (_HYPHENATED_WORDS.fullmatch(value) and sum(c.isdigit() for c in value) <= 2)
     )
+
+
+# "2fa-enabled", "read-only": lower-case words joined by hyphens (with a digit or two at most).
+_HYPHENATED_WORDS = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")
 
 
 def _prose_token_ok(value: str) -> bool:
     """A value named a token or a secret in prose: 12 characters or more, letters and digits,
     random ("the token for the bot is 9fQ2...", not "the secret is out")."""
     value = value.rstrip(".,;:!?)")
+    # Random characters are upper-case or digits a third of the time or more; a term such as
+    # "sha256-hashed" or "AES-256" is mostly lower-case or short.
+    marked = sum(1 for c in value if c.isdigit() or c.isupper())
     return (
         len(value) >= 12
         and any(c.isalpha() for c in value)
         and any(c.isdigit() for c in value)
+        and marked * 10 >= len(value) * 3
         and _random_body(value)
         and not _CODE.match(value)
     )
@@ -332,7 +341,9 @@ def _mailgun_ok(value: str) -> bool:
     return value.startswith("key-") or value.count("-") == 2
 
 
-_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_.$-]+=([^;\s]{12,})")
+_COOKIE_VALUE = re.compile(r"([A-Za-z0-9_.$-]+)=([^;\s]{12,})")
+# Analytics cookies (_ga=GA1.2.…, _fbp, __utma) identify a browser, not a session.
+_ANALYTICS_COOKIE = re.compile(r"_ga|_gid|_gat|_gcl|__utm|_fbp|_fbc|_hj|ajs_|_uet|_clck|_clsk")
 _CHARACTER_CLASSES = (re.compile("[A-Z]"), re.compile("[a-z]"), re.compile("[0-9]"))
 
 
@@ -340,8 +351,10 @@ def _cookie_ok(value: str) -> bool:
     """A Cookie header holding a session-like value: long, random, of two character classes or
     more (``theme=dark; lang=en`` holds none)."""
     return any(
-        _random_body(found) and sum(1 for c in _CHARACTER_CLASSES if c.search(found)) >= 2
-        for found in _COOKIE_VALUE.findall(value)
+        _random_body(found)
+        and sum(1 for c in _CHARACTER_CLASSES if c.search(found)) >= 2
+        and not _ANALYTICS_COOKIE.match(name)
+        for name, found in _COOKIE_VALUE.findall(value)
     )
 
 
@@ -676,14 +689,14 @@ def _labelled_kind(text: str, match: Any, regex: Any, start_end: tuple[int, int]
     scheme = (_group(text, match, groups["scheme" + branch]) or "").strip().lower()
     if branch == "3" and not scheme and _WORD.fullmatch(value):
         return None  # "password: required", "token: expired": a word in YAML or prose
-    if kind == "secret" and _PREFERENCE_COOKIE.fullmatch(value):
-        return None  # "Set-Cookie: theme=dark": a cookie whose value is a word
+    if kind == "secret" and (_PREFERENCE_COOKIE.fullmatch(value) or _ANALYTICS_COOKIE.match(value)):
+        return None  # "Set-Cookie: theme=dark", "Cookie: _ga=GA1.2...": no session in it
     if scheme == "basic" and not _basic_ok(value):
         return None
     op_start, op_end = match.span(groups["op" + branch])
     spaced = text[op_start - 1] in " \t"
-    if not quoted and value.endswith("("):
-        return None  # password=env("DB_PASSWORD"): a call, its argument quoted
+    if not quoted and (value.endswith("(") or (value.endswith(")") and "(" not in value)):
+        return None  # password=env("DB_PASSWORD"), get(url, auth=auth): code
     if not quoted and _CODE.match(value) and (text[op_start:op_end] in (":=", "=>") or spaced):
         return None  # token := os.Getenv(...), api_key = settings.API_KEY: code, not a value
     return _SCHEME_KINDS.get(scheme, kind)
