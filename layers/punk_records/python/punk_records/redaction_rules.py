@@ -1772,7 +1772,7 @@ RULES: tuple[Rule, ...] = (
         ("/user:", "rabbitmqctl", "/add"),
         "rabbitmqctl add_user app {pw}",
         caseless=True,
-        check="value",
+        check="prose_password",
         facts="net use ... /user:NAME X, net user NAME X /add, rabbitmqctl add_user NAME X",
     ),
     Rule(
