@@ -51,10 +51,11 @@ def handler(event: KafkaEvent, context: LambdaContext) -> dict[str, Any]:
 
 
 def records(event: KafkaEvent) -> Iterator[KafkaRecord]:
-    """The event's records with key, value and headers base64/byte-list decoded.
+    """The event's records with key and value base64-decoded.
 
     One at a time, as ``consume`` asks for them: a 10,000-record batch is never held twice,
-    and the decoding runs while the garbage collector is paused there.
+    and the decoding runs while the garbage collector is paused there. Headers and the
+    timestamp are left alone: nothing the consumer stores or decides reads them.
     """
     return (
         KafkaRecord(
@@ -63,12 +64,6 @@ def records(event: KafkaEvent) -> Iterator[KafkaRecord]:
             offset=raw["offset"],
             key=_b64(raw.get("key")),
             value=_b64(raw.get("value")),
-            headers=tuple(
-                (name, _header_bytes(values))
-                for header in raw.get("headers") or ()
-                for name, values in header.items()
-            ),
-            timestamp=raw.get("timestamp"),
         )
         # The raw dicts rather than KafkaEventRecord: its decoded_value fails on a null value,
         # which must become a dead letter, not a failed batch.
@@ -80,14 +75,6 @@ def records(event: KafkaEvent) -> Iterator[KafkaRecord]:
 def _b64(text: str | None) -> bytes | None:
     # What base64.b64decode does for str input, without its per-call type checks.
     return None if text is None else binascii.a2b_base64(text)
-
-
-def _header_bytes(values: list[int]) -> bytes:
-    # Producers written in Java may send signed bytes (-128..127).
-    try:
-        return bytes(values)
-    except ValueError:
-        return bytes(v & 0xFF for v in values)
 
 
 def _publish(outcome: BatchOutcome, source: str) -> None:

@@ -116,10 +116,7 @@ def ingest(app: Any, body: str) -> tuple[int, dict[str, Any], list[Record]]:
 def stored(records: Sequence[Record], limits: Limits) -> MemoryStore:
     """What the consumer stores when the ESM delivers ``records``."""
     store = MemoryStore()
-    batch = [
-        KafkaRecord("topic", 0, offset, r.key, r.value, tuple(r.headers))
-        for offset, r in enumerate(records)
-    ]
+    batch = [KafkaRecord("topic", 0, offset, r.key, r.value) for offset, r in enumerate(records)]
     consume(batch, store, limits)
     return store
 

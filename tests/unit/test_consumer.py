@@ -56,7 +56,7 @@ class FakeStore:
 def kafka_record(
     value: bytes | None, partition: int = 0, offset: int = 0, topic: str = "t"
 ) -> KafkaRecord:
-    return KafkaRecord(topic, partition, offset, b"ws-alpha", value, (), 1_795_672_800_000)
+    return KafkaRecord(topic, partition, offset, b"ws-alpha", value)
 
 
 def value_of(**overrides: object) -> bytes:
@@ -95,6 +95,8 @@ def test_given_payload_with_secret_when_classified_then_payload_is_redacted():
         (b"[1, 2]", "not a valid envelope: Input should be an object"),
         (b'"a string"', "not a valid envelope: Input should be an object"),
         (value_of(severity="catastrophic"), "not a valid envelope: severity: "),
+        # Valid ISO-8601, but before year 1 in UTC: refused, not a batch that fails every retry.
+        (value_of(ts="0001-01-01T00:00:00+14:00"), "not a valid envelope: ts: ts is outside"),
         (value_of(schema_version=2), "not a valid envelope: schema_version: "),
         (
             value_of(payload={"x": "NUL \u0000 inside"}),
@@ -174,7 +176,7 @@ def test_given_mixed_batch_when_consumed_then_good_stored_and_poison_dead_letter
 def test_given_a_token_as_satellite_id_when_consumed_then_dead_lettered_without_the_token():
     # GIVEN a record produced straight to Kafka whose satellite_id is a credential
     token = "xoxb-" + "2841-9917-" + "Kq8vLm3TnR7wXp2Kc9Hd"
-    record = KafkaRecord("t", 0, 3, token.encode(), value_of(satellite_id=token), (), 1)
+    record = KafkaRecord("t", 0, 3, token.encode(), value_of(satellite_id=token))
     store = FakeStore()
     # WHEN consumed
     outcome = consume([record], store)

@@ -95,6 +95,8 @@ def test_given_no_payload_when_parsed_then_defaults_to_empty_object():
         ({"schema_version": True}, ["schema_version"], "int_type"),
         ({"ts": "yesterday"}, ["ts"], "datetime_from_date_parsing"),
         ({"ts": 1764136800}, ["ts"], "value_error"),
+        ({"ts": "0001-01-01T00:00:00+14:00"}, ["ts"], "datetime_out_of_range"),
+        ({"ts": "9999-12-31T23:59:59-14:00"}, ["ts"], "datetime_out_of_range"),
         ({"workspace_id": "   "}, ["workspace_id"], "string_too_short"),
         ({"workspace_id": ""}, ["workspace_id"], "string_too_short"),
         ({"workspace_id": "w" * 129}, ["workspace_id"], "string_too_long"),

@@ -381,6 +381,15 @@ def test_given_a_token_as_workspace_id_when_posted_then_400_naming_the_field_not
     assert producer.calls == 0
 
 
+def test_given_a_ts_outside_the_utc_calendar_when_posted_then_400_naming_it(ingest_app, producer):
+    # Year 1 at +14:00 is valid ISO-8601 but falls before year 1 in UTC.
+    raw = json.dumps(event_dict(ts="0001-01-01T00:00:00+14:00"))
+    status, _, body = invoke(ingest_app, post(None, raw=raw))
+    assert status == 400
+    assert [(e["loc"], e["type"]) for e in body["errors"]] == [(["ts"], "datetime_out_of_range")]
+    assert producer.calls == 0
+
+
 def test_given_a_lone_surrogate_in_payload_when_posted_then_400_naming_the_field(
     ingest_app, producer
 ):

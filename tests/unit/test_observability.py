@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from aws_lambda_powertools import Logger
 from aws_xray_sdk import global_sdk_config
 
 from punk_records import observability
@@ -64,3 +66,22 @@ def test_given_a_fresh_interpreter_when_consumer_modules_load_then_no_unused_cli
     ).stdout.strip()
 
     assert loaded == ""
+
+
+def test_given_a_sentence_or_a_json_object_when_logged_then_text_stays_text_and_json_nests(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger = Logger(service="t", json_deserializer=observability.message_json)
+
+    logger.info("query request")
+    logger.info('{"step": "migrate", "applied": 2}')
+    logger.info("[1, 2]")
+    logger.info("42")
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["message"] for line in lines] == [
+        "query request",
+        {"step": "migrate", "applied": 2},
+        [1, 2],
+        "42",
+    ]

@@ -71,9 +71,8 @@ class FakeReader:
                 continue
             if after is not None and (e["ts"], e["event_id"]) <= after:
                 continue
-            out.append(
-                EventRow(json.dumps({"event_id": str(e["event_id"])}), e["ts"], e["event_id"])
-            )
+            row: EventRow = (json.dumps({"event_id": str(e["event_id"])}), e["ts"], e["event_id"])
+            out.append(row)
         return out[:limit]
 
     def event(self, event_id):

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from punk_records.config import Settings
 from punk_records.envelope import DEFAULT_MAX_PAYLOAD_BYTES, Envelope
 from punk_records.errors import InvalidEnvelope, RecordTooLarge
+from punk_records.redaction import payload_json_clean
 
 # kafka-python's default max_request_size, and about the brokers' default message.max.bytes.
 DEFAULT_MAX_RECORD_BYTES = 1_048_576
@@ -49,8 +50,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """An accepted event: the redacted envelope and the exact Kafka record it travels as."""
 
     envelope: Envelope
@@ -98,18 +98,24 @@ def record_size(
     return size
 
 
-def accept(envelope: Envelope, limits: Limits = DEFAULT_LIMITS, raw: bytes | None = None) -> Record:
+def accept(envelope: Envelope, limits: Limits = DEFAULT_LIMITS) -> Record:
     """Redact ``envelope``, serialise it canonically and check every limit on those bytes.
 
-    ``raw``, the JSON the envelope was decoded from when at hand, lets redaction skip a payload
-    one scan finds clean (:meth:`~punk_records.envelope.Envelope.redacted`).
+    The canonical bytes are written first and scanned once
+    (:func:`~punk_records.redaction.payload_json_clean`): most events hold nothing to redact,
+    and then the payload is never walked. Only an event the scan flags is redacted (and
+    serialised again if that changed it).
 
     Raise InvalidEnvelope (``loc`` ``["payload"]``, type ``too_large``) when the stored payload
     would exceed ``max_payload_bytes``, and RecordTooLarge when the Kafka record would exceed
     ``max_record_bytes``. Neither can ever pass by retrying.
     """
-    clean = envelope.redacted(raw)
-    record = Record(clean, clean.kafka_key(), clean.kafka_value())
+    clean, value = envelope, envelope.kafka_value()
+    if not payload_json_clean(value):
+        clean = envelope.redacted()
+        if clean is not envelope:
+            value = clean.kafka_value()
+    record = Record(clean, clean.kafka_key(), value)
     # The whole value bounds the payload from above: most events skip the slice.
     if len(record.value) > limits.max_payload_bytes:
         payload_bytes = len(record.payload_json)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from punk_records.acceptance import DEFAULT_LIMITS, Limits, accept
 from punk_records.envelope import decode
@@ -23,17 +23,14 @@ _MAX_REASON_CHARS = 1_000
 _MAX_POISON_LISTED = 10
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaRecord:
-    """One Kafka record, already base64-decoded. ``timestamp`` is epoch milliseconds."""
+class KafkaRecord(NamedTuple):
+    """One Kafka record, already base64-decoded: what the consumer stores or dead-letters."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    timestamp: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +90,7 @@ def classify(record: KafkaRecord, limits: Limits = DEFAULT_LIMITS) -> StoredEven
         raise InvalidEnvelope([{"loc": [], "msg": "record has no value", "type": "missing"}])
     # decode() also refuses what PostgreSQL cannot store (NUL, NaN): one such value would
     # otherwise fail every retry of its batch and block the partition.
-    accepted = accept(decode(value), limits, raw=value)
+    accepted = accept(decode(value), limits)
     return StoredEvent(
         accepted.envelope, record.topic, record.partition, record.offset, accepted.payload_json
     )

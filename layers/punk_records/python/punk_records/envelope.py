@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from punk_records.errors import InvalidEnvelope
-from punk_records.redaction import credential_family, payload_json_clean, redact_if_needed
+from punk_records.redaction import credential_family, redact_if_needed
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
@@ -34,11 +34,8 @@ CONTENT_TYPE = b"application/json"
 
 # Characters PostgreSQL text/jsonb cannot hold (NUL) or UTF-8 cannot encode (lone surrogates).
 _UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
-# In raw JSON, the only spellings that can produce what the payload walk looks for. JSON input
-# without them (and with fewer brackets than the depth limit) needs no walk.
-_RISKY_JSON = re.compile(rb"\\u0000|NaN|Infinity")
-# The same for JSON text Python's json module parsed with NaN and Infinity refused: a NUL or a
-# lone surrogate can only come from an escape, as raw control characters are invalid JSON.
+# For JSON text Python's json module parsed with NaN and Infinity refused: a NUL or a lone
+# surrogate can only come from an escape, as raw control characters are invalid JSON.
 _RISKY_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
@@ -207,7 +204,15 @@ class Envelope(BaseModel):
     def _to_utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00:00+14:00 is a valid ISO-8601 time before year 1 in UTC. pydantic
+            # turns only ValueError into a validation error: this one would escape as a 500
+            # at ingest and fail every retry of a consumer batch.
+            raise PydanticCustomError(
+                "datetime_out_of_range", "ts is outside years 1 to 9999 once converted to UTC"
+            ) from None
 
     @field_validator("payload")
     @classmethod
@@ -218,14 +223,9 @@ class Envelope(BaseModel):
                 raise problem
         return value
 
-    def redacted(self, raw: bytes | None = None) -> Envelope:
-        """This envelope with secrets removed from ``payload`` (idempotent).
-
-        ``raw`` is the JSON this envelope was decoded from, if at hand: when one scan of it
-        finds nothing to look at, the payload is not walked.
-        """
-        if raw is not None and payload_json_clean(raw):
-            return self
+    def redacted(self) -> Envelope:
+        """This envelope with secrets removed from ``payload`` (idempotent); itself when there
+        is nothing to remove."""
         clean = redact_if_needed(self.payload)
         if clean is None or clean == self.payload:
             return self
@@ -270,13 +270,22 @@ def plain_json(text: str, document: Any) -> bool:
     """
     if _RISKY_TEXT.search(text):
         return False
-    stack: list[tuple[Any, int]] = [(document, 1)] if isinstance(document, dict | list) else []
-    while stack:
-        node, depth = stack.pop()
+    # Level by level, one list comprehension per container: half the time of a stack of
+    # (node, depth) pairs. json.loads builds exact dicts and lists, hence ``type(...) is``.
+    level = [document] if type(document) is dict or type(document) is list else []
+    depth = 1
+    while level:
         if depth > MAX_PAYLOAD_DEPTH:
             return False
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        below: list[Any] = []
+        for node in level:
+            below += [
+                child
+                for child in (node.values() if type(node) is dict else node)
+                if type(child) is dict or type(child) is list
+            ]
+        level = below
+        depth += 1
     return True
 
 
@@ -311,8 +320,13 @@ def decode(value: bytes) -> Envelope:
 
     Bytes that are not UTF-8 or not JSON are reported as an error of type ``json_invalid``.
     """
+    # In raw JSON, the only spellings that can produce what the payload walk looks for; input
+    # without them (and with fewer brackets than the depth limit) needs no walk. ``in`` finds
+    # them several times faster than one regex alternation over the same bytes.
     context = {
-        "plain_json": _RISKY_JSON.search(value) is None
+        "plain_json": b"\\u0000" not in value
+        and b"NaN" not in value
+        and b"Infinity" not in value
         and value.count(b"{") + value.count(b"[") <= MAX_PAYLOAD_DEPTH,
     }
     try:

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
 SERVICE = "punk-records"
 NAMESPACE = "PunkRecords"
 
-logger = Logger(service=SERVICE)
+
+def message_json(message: Any) -> Any:
+    """Logger's ``json_deserializer``: a message that is a JSON object or array is logged as that
+    object (Powertools' behaviour), any other message as its text.
+
+    Powertools tries ``json.loads`` on every string message; ours are sentences, and the failed
+    decode (an exception built and caught) was the dearest step of a log line (~8 of ~50 us).
+    """
+    if isinstance(message, str) and message.lstrip()[:1] in ("{", "["):
+        return json.loads(message)
+    return message
+
+
+logger = Logger(service=SERVICE, json_deserializer=message_json)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 # No patching at import: Tracer would patch every library X-Ray supports, importing botocore
 # and psycopg into every cold start (~130 ms) whether the function uses them or not.

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from punk_records.acceptance import Record
 from punk_records.envelope import Envelope
 from punk_records.memory import MemoryCounts
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
     """A valid envelope and the Kafka coordinates it was read from (None when not from Kafka).
+
+    A NamedTuple, like the other per-record types: one is built for every record, and a frozen
+    dataclass costs three times as much to build.
 
     ``payload_json`` is the payload already encoded as compact UTF-8 JSON, when the caller has
     it; otherwise the store encodes ``envelope.payload`` itself.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
 import psycopg
@@ -157,8 +157,7 @@ class ReadStore:
         statement, params = events_sql(query, after, limit)
 
         def read(conn: psycopg.Connection) -> list[EventRow]:
-            rows = conn.execute(statement, params).fetchall()
-            return [EventRow(json=r[0], ts=r[1], event_id=r[2]) for r in rows]
+            return cast(list[EventRow], conn.execute(statement, params).fetchall())
 
         return self._run(read)
 

@@ -167,8 +167,8 @@ def _copy_events(conn: psycopg.Connection, statement: str, events: Iterable[Stor
                     env.workspace_id,
                     env.satellite_id,
                     env.trace_id,
-                    env.type.value,
-                    env.severity.value,
+                    env.type,  # StrEnums are str: dumped as their value, without the
+                    env.severity,  # enum's descriptor lookup (twice per row)
                     env.confidence,
                     item.payload_json if item.payload_json is not None else to_json(env.payload),
                     item.topic,
