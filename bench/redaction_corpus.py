@@ -224,6 +224,7 @@ def secret_cases(seed: int = 10) -> list[Case]:
         for context, payload in _contexts(rule, value, rng):
             cases.append(Case(rule.family, context, payload, parts))
     cases += _generic_cases(rng)
+    cases += _structure_cases(rng)
     return cases
 
 
@@ -278,6 +279,39 @@ def _generic_cases(rng: random.Random) -> list[Case]:
                 "url_password", "field", {"dsn": f"postgres://app:{pw}@db.internal:5432/app"}, (pw,)
             ),
         ]
+    return cases
+
+
+def _structure_cases(rng: random.Random) -> list[Case]:
+    """Secrets whose shape is a structure rather than a format: a command's argument list, a
+    key named with a qualifier, configuration lines that name the secret their own way."""
+    cases = []
+    pw = [_password(rng) for _ in range(13)]
+    argv = [
+        ["sshpass", "-p", pw[0], "ssh", "ops@10.0.0.7"],
+        ["mysql", "-h", "db", "-u", "root", f"-p{pw[1]}"],
+        ["docker", "login", "--username", "ci", "--password", pw[2], "ghcr.io"],
+        ["redis-cli", "-h", "cache", "-p", "6379", "-a", pw[3], "ping"],
+        ["keytool", "-list", "-keystore", "k.jks", "-storepass", pw[4]],
+    ]
+    for index, args in enumerate(argv):
+        payload: dict[str, Any] = (
+            {"tool": "shell", "argv": args} if index % 2 else {"steps": [{"run": args}]}
+        )
+        cases.append(Case("argv_list", "argument_list", payload, (pw[index],)))
+    config: list[tuple[str, dict[str, Any]]] = [
+        ("qualified_name", {"env": {"DB_PASSWORD_2": pw[5]}}),
+        ("qualified_name", {"file": f"OPENAI_API_KEY_PROD={pw[6]}\n"}),
+        ("php_define", {"file": f"define( 'DB_PASSWORD', '{pw[7]}' );"}),
+        ("dockerfile_env", {"file": f"FROM node:20\nENV NPM_TOKEN {pw[8]}\nRUN npm ci"}),
+        ("ssm_parameter", {"out": json.dumps({"Type": "SecureString", "Value": pw[9]})}),
+        ("xml_entry", {"xml": f'<entry key="db.password">{pw[10]}</entry>'}),
+        ("cookie_header", {"request": f"Cookie: theme=dark; sessionid={pw[11]}x{pw[12]}"}),
+        ("tool_config", {"cmd": f"npm config set //registry.npmjs.org/:_authToken {pw[12]}"}),
+    ]
+    for context, shaped in config:
+        text = json.dumps(shaped)
+        cases.append(Case("config_by_name", context, shaped, tuple(p for p in pw if p in text)))
     return cases
 
 
@@ -361,6 +395,21 @@ def clean_cases(seed: int = 11) -> list[Case]:
         "api_key = settings.API_KEY",
     )
     add("code_reads_secret", lambda: {"diff": rng.choice(code)}, 30)
+    references = (
+        "MasterUserPassword: !Ref DbPassword",
+        "Password: !Sub '{{resolve:secretsmanager:${DbSecret}:SecretString:password}}'",
+        'password=env("DB_PASSWORD")',
+        "password = random_password.db.result",
+        "The token is valid for 3600 seconds; the password is required.",
+    )
+    add("references", lambda: {"text": rng.choice(references)}, 10)
+    argv = (
+        ["mysql", "-u", "app", "-p", "app_db"],
+        ["redis-cli", "-h", "cache", "-p", "6379", "ping"],
+        ["docker", "login", "--password-stdin", "-u", "ci", "ghcr.io"],
+        ["ls", "-la", "/var/log"],
+    )
+    add("argument_list", lambda: {"argv": list(rng.choice(argv))}, 10)
     add(
         "json_schema",
         lambda: {

@@ -712,7 +712,8 @@ def test_given_ascii_text_when_no_placeholder_hint_occurs_then_the_pattern_finds
         "${", "{{", "$(", "%(", "<x>", "...", "$A", "%PATH%", "process.env", "os.environ",
         "getenv", "ENV[", "secrets.", "vars.", "env:", "(using ", "with ", "EXAMPLE", "your_api",
         "your-", "_here", "-here", "insert_", "replace-", "enter ", "put_", "paste-", "add ",
-        "[REDACTED:", "xX*#", "***", "arn:", "op:", "vault:", "projects/p/secrets/",
+        "[REDACTED:", "xX*#", "***", "arn:", "op:", "vault:", "projects/p/secrets/", "!Ref ",
+        "!Sub ", "!GetAtt ",
     ]  # fmt: skip
     rng = random.Random(10)
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:+= "

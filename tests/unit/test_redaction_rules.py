@@ -306,16 +306,16 @@ def test_given_raw_json_judged_clean_then_the_full_path_finds_nothing_either():
     from punk_records.redaction import payload_json_clean
 
     secrets, clean = corpus()
-    payloads = [case.payload for case in [*secrets, *clean]]
-    payloads += [event["payload"] for event in event_dicts(2_000, seed=3)]
+    events = [event["payload"] for event in event_dicts(2_000, seed=3)]
+    payloads = [case.payload for case in [*secrets, *clean]] + events
     skipped = 0
-    for payload in payloads:
+    for index, payload in enumerate(payloads):
         canonical = parse_event(event_dict(payload=payload)).kafka_value()
         spellings = [
             json.dumps(event_dict(payload=payload), ensure_ascii=a).encode() for a in (True, False)
         ]
         for raw in (canonical, *spellings):
             if payload_json_clean(raw):
-                skipped += 1
+                skipped += index >= len(payloads) - len(events)
                 assert redact_if_needed(payload) is None, payload
-    assert skipped > len(payloads)  # the shortcut does apply to most clean payloads
+    assert skipped > len(events) * 3 // 2  # the shortcut does apply to most realistic payloads

@@ -92,6 +92,13 @@ _SECRET_NAMES: tuple[tuple[str, str], ...] = (
     ("client key", "secret"),
     ("license key", "secret"),
     ("signing key", "secret"),
+    ("functions key", "secret"),
+    ("function key", "secret"),
+    ("secret string", "secret"),
+    ("secret binary", "secret"),
+    ("sshpass", "password"),
+    ("hmac key", "secret"),
+    ("application key", "secret"),
     ("encryption key", "secret"),
     ("credential", "secret"),
     ("cookie", "secret"),
@@ -136,11 +143,25 @@ def _marker(kind: str) -> str:
     return f"{REDACTED_PREFIX}{kind}]"
 
 
+# Words after a secret word, past a separator, that only say which one: DB_PASSWORD_2,
+# OPENAI_API_KEY_PROD, api_key_v2 ("token0" is no secret name).
+_QUALIFIER_WORDS = (
+    r"[0-9]{1,3}|v[0-9]{0,2}|b64|base64|prod|production|dev|development|staging|stage|test|live|"
+    r"old|new|prev|previous|next|backup|primary|secondary|ro|rw|ci|local|default"
+)
+_QUALIFIED = re.compile(rf"(?i)(?:[_.\- ](?:{_QUALIFIER_WORDS})){{1,2}}$")
+
+
 @lru_cache(maxsize=4096)
 def _name_kind(name: str) -> str | None:
     """Marker kind if ``name`` (a key, an XML tag, a variable) names a secret, else None."""
     # Callers pass names as they appear after redaction, so this cache never holds a secret.
     name = _MARKER.sub("", name)
+    qualified = _QUALIFIED.search(name)
+    if qualified is not None and qualified.start() > 0:
+        kind = _name_kind(name[: qualified.start()])
+        if kind is not None:
+            return kind
     normalised = re.sub(r"[^a-z0-9]", "", name.lower())
     if not normalised or normalised.endswith(_NOT_SECRET_ENDINGS):
         return None
@@ -176,6 +197,8 @@ _PLACEHOLDER = re.compile(
     r"|(?i:^(?:insert|replace|enter|put|paste|add)[_ -])|^\[REDACTED:|^[xX*#.•_-]+$"
     # Masked (****1234) and references to a secret store rather than a secret.
     r"|\*{3}|•{3}|^(?:arn|op|vault|ssm|secretsmanager|awssm|azkv|gcpsm|sm):|^projects/[^/]+/secrets/"
+    # CloudFormation intrinsics: MasterUserPassword: !Ref DbPassword, !Sub '{{resolve:...}}'.
+    r"|^!(?:Ref|Sub|GetAtt|ImportValue|Join|Select|FindInMap|If|Base64|Split|Transform)\b"
 )
 # How to authenticate, not with what: "auth: oauth2", "authorization: basic".
 _AUTH_METHOD = re.compile(
@@ -220,7 +243,7 @@ _PLACEHOLDER_HINTS = (
     "using", "with", "example", "your", "here", "insert", "replace", "enter", "put", "paste",
     "add", "projects/",
 )  # fmt: skip
-_PLACEHOLDER_FIRST = frozenset("xX*#._-")
+_PLACEHOLDER_FIRST = frozenset("xX*#._-!")
 
 
 def _random_body(body: str) -> bool:
@@ -315,6 +338,28 @@ def _prose_password_ok(value: str) -> bool:
         and any(c.isdigit() or not c.isalnum() for c in value)
         and not _placeholder(value)
         and not _CODE.match(value)
+        and not (_HYPHENATED_WORDS.fullmatch(value) and sum(c.isdigit() for c in value) <= 2)
+    )
+
+
+# "2fa-enabled", "read-only": lower-case words joined by hyphens (with a digit or two at most).
+_HYPHENATED_WORDS = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")
+
+
+def _prose_token_ok(value: str) -> bool:
+    """A value named a token or a secret in prose: 12 characters or more, letters and digits,
+    random ("the token for the bot is 9fQ2...", not "the secret is out")."""
+    value = value.rstrip(".,;:!?)")
+    # Random characters are upper-case or digits a third of the time or more; a term such as
+    # "sha256-hashed" or "AES-256" is mostly lower-case or short.
+    marked = sum(1 for c in value if c.isdigit() or c.isupper())
+    return (
+        len(value) >= 12
+        and any(c.isalpha() for c in value)
+        and any(c.isdigit() for c in value)
+        and marked * 10 >= len(value) * 3
+        and _random_body(value)
+        and not _CODE.match(value)
     )
 
 
@@ -330,6 +375,23 @@ def _discord_ok(value: str) -> bool:
 
 def _mailgun_ok(value: str) -> bool:
     return value.startswith("key-") or value.count("-") == 2
+
+
+_COOKIE_VALUE = re.compile(r"([A-Za-z0-9_.$-]+)=([^;\s]{12,})")
+# Analytics cookies (_ga=GA1.2.…, _fbp, __utma) identify a browser, not a session.
+_ANALYTICS_COOKIE = re.compile(r"_ga|_gid|_gat|_gcl|__utm|_fbp|_fbc|_hj|ajs_|_uet|_clck|_clsk")
+_CHARACTER_CLASSES = (re.compile("[A-Z]"), re.compile("[a-z]"), re.compile("[0-9]"))
+
+
+def _cookie_ok(value: str) -> bool:
+    """A Cookie header holding a session-like value: long, random, of two character classes or
+    more (``theme=dark; lang=en`` holds none)."""
+    return any(
+        _random_body(found)
+        and sum(1 for c in _CHARACTER_CLASSES if c.search(found)) >= 2
+        and not _ANALYTICS_COOKIE.match(name)
+        for name, found in _COOKIE_VALUE.findall(value)
+    )
 
 
 def _url_password_ok(value: str) -> bool:
@@ -352,6 +414,8 @@ _CHECKS: dict[str, Callable[[str], bool]] = {
     "mailgun": _mailgun_ok,
     "url_password": _url_password_ok,
     "sas": _value_ok,
+    "cookie": _cookie_ok,
+    "prose_token": _prose_token_ok,
 }
 
 # ------------------------------------------------------------------------------ the engine
@@ -374,12 +438,10 @@ _ANCHORS: dict[str, str] = {
     "mailchimp_api_key": r"[a-f0-9]{32}-us\d",
     "named_value_pair": r"(?i)value[\"']?[ \t]*[:=]",
     "xml_secret_element": r"(?i)</[A-Za-z0-9_:.-]*(?:pass|pw|secret|token|key|auth|credential)",
-    "xml_add_key_value": r"(?i)key\s*=\s*\"",
+    "xml_add_key_value": r"(?i)(?:key|name)\s*=\s*\"",
     "curl_user": r"(?:^|\s)(?:-u|--user|--proxy-user|-U)[ \t=]+\S",
     "cli_password": r"(?i)(?:^|\s)--?[a-z-]*(?:pass|pw|secret|token|key)",
     "openssl_pass": r"pass:",
-    "password_in_prose": r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)\s+(?:is|was|of|set|"
-    r"changed|reset|=|:)\s",
     "labelled_secret": r"(?i)(?:pass|pw|secret|token|key|auth|credential|cookie|pat)"
     r"[A-Za-z0-9_.-]{0,40}"
     r"\\?[\"']?[ \t]*(?:=|:)",
@@ -410,10 +472,12 @@ _NAME_ENDS = (
     r"pass(?:word|wd|phrase|code)?s?|pwds?|pw|pat|secrets?|token|credentials?|cookies?|"
     r"authorizations?|auth)"
 )
-_NAME_ANCHOR = _NAME_ENDS + r"[^A-Za-z0-9\n\x00]{0,8}\n\x00"
+_NAME_QUALIFIERS = rf"(?:[_.\- ](?:{_QUALIFIER_WORDS})){{0,2}}"
+_NAME_ANCHOR = _NAME_ENDS + _NAME_QUALIFIERS + r"[^A-Za-z0-9\n\x00]{0,8}\n\x00"
 NAMES = -1
+ARGV = -2
 # In raw JSON a string ends with a quote.
-_RAW_NAME_ANCHOR = _NAME_ENDS + r"[^A-Za-z0-9\"\\]{0,8}\""
+_RAW_NAME_ANCHOR = _NAME_ENDS + _NAME_QUALIFIERS + r"[^A-Za-z0-9\"\\]{0,8}\""
 
 
 def _raw_anchor(expression: str) -> str:
@@ -498,6 +562,11 @@ class _Compiled:
                 caseless = hyperscan.HS_FLAG_CASELESS if rule.caseless else 0
                 flags.append(hyperscan.HS_FLAG_SINGLEMATCH | caseless)
                 owners.append(index)
+        # A string that starts with a dash: the value may hold a command's argument list (whose
+        # flags are never its first string).
+        expressions.append(rb"\x00\n-")
+        flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
+        owners.append(ARGV)
         # One more anchor: a string that ends in a secret word may be a secret-named key.
         expressions.append(_NAME_ANCHOR.encode())
         flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
@@ -543,8 +612,9 @@ class _Compiled:
         return True
 
     def candidates(self, text: str) -> list[int]:
-        """Indices of the rules whose anchors occur in ``text``, in rule order; ``NAMES`` first
-        when a string of the joined ``text`` may be a secret-named key."""
+        """Indices of the rules whose anchors occur in ``text``, in rule order; before them
+        ``ARGV`` when a string of the joined ``text`` starts with a dash and ``NAMES`` when one
+        may be a secret-named key."""
         found: set[int] = set()
         owners = self.owners
 
@@ -564,7 +634,7 @@ class _Compiled:
         # otherwise encode the text again for every search.
         data = text.encode("ascii") if text.isascii() else None
         for index in self.candidates(text) if candidates is None else candidates:
-            if index == NAMES:
+            if index < 0:  # NAMES, ARGV: no rule of their own
                 continue
             rule = self.rules[index]
             groups = self.groups[index]
@@ -634,6 +704,9 @@ def _engine() -> _Compiled:
 
 
 _SCHEME_KINDS = {"bearer": "bearer_token", "basic": "basic_auth"}
+# A colon that starts a name rather than ends an ARN's field: a Ruby symbol (`:password =>`),
+# an .npmrc registry key (`//registry.example.org/:_authToken=`), PowerShell's `$env:NAME`.
+_SYMBOL_NAME = re.compile(r"(?:^|[\s(,{\[]|/|(?i:\$env)):$")
 _WORD = re.compile(r"[A-Za-z][a-z]{1,11}")
 _PREFERENCE_COOKIE = re.compile(r"[A-Za-z0-9_.-]+=[A-Za-z]{1,12}")
 # An unquoted value that is an expression: a call, or a dotted name (settings.API_KEY).
@@ -651,7 +724,11 @@ def _labelled_kind(
     quoted = not branch
     value = text[start_end[0] : start_end[1]]
     start = match.span(groups["n"])[0]
-    if start > 0 and text[start - 1] in ":/$%{.":
+    if (
+        start > 0
+        and text[start - 1] in ":/$%{."
+        and not _SYMBOL_NAME.search(text, max(0, start - 5), start)
+    ):
         return None  # an ARN, a path, a reference (secret:prod/db, $SECRET, %(token)s, a.token)
     kind = _name_kind(name)
     if kind is None or _placeholder(value) or value[0] in "{[(" or _auth_method(name, value):
@@ -659,12 +736,14 @@ def _labelled_kind(
     scheme = (_group(text, match, groups["scheme" + branch]) or "").strip().lower()
     if branch == "3" and not scheme and _WORD.fullmatch(value):
         return None  # "password: required", "token: expired": a word in YAML or prose
-    if kind == "secret" and _PREFERENCE_COOKIE.fullmatch(value):
-        return None  # "Set-Cookie: theme=dark": a cookie whose value is a word
+    if kind == "secret" and (_PREFERENCE_COOKIE.fullmatch(value) or _ANALYTICS_COOKIE.match(value)):
+        return None  # "Set-Cookie: theme=dark", "Cookie: _ga=GA1.2...": no session in it
     if scheme == "basic" and not _basic_ok(value):
         return None
     op_start, op_end = match.span(groups["op" + branch])
     spaced = text[op_start - 1] in " \t"
+    if not quoted and (value.endswith("(") or (value.endswith(")") and "(" not in value)):
+        return None  # password=env("DB_PASSWORD"), get(url, auth=auth): code
     if not quoted and _CODE.match(value) and (text[op_start:op_end] in (":=", "=>") or spaced):
         return None  # token := os.Getenv(...), api_key = settings.API_KEY: code, not a value
     return _SCHEME_KINDS.get(scheme, kind)
@@ -778,14 +857,15 @@ def _decoded_spans(text: str) -> list[tuple[int, int, str, int]]:
     return found
 
 
-def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool, set[str]]:
+def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool, set[str], bool]:
     """One pass of the rules over strings: the changed ones, redacted; whether one of them
     may be a secret-named key; and the changed ones where a marker touches a word character
     (only there can another pass find more)."""
     joined = _SEPARATOR.join(originals) + _SEPARATOR
     engine = _engine()
     candidates = engine.candidates(joined)
-    names = bool(candidates) and candidates[0] == NAMES
+    names = NAMES in candidates
+    argv = bool(candidates) and candidates[0] == ARGV
     spans = engine.spans(joined, candidates) if candidates else []
     encoded = (
         [i for i, string in enumerate(originals) if _may_be_encoded(string)]
@@ -793,7 +873,7 @@ def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool, set[str]]:
         else []
     )
     if not spans and not encoded:
-        return {}, names, set()
+        return {}, names, set(), argv
     # Where each string starts in the joined text (C-speed: payloads have many strings).
     starts = list(accumulate(map(add, map(len, originals), repeat(len(_SEPARATOR))), initial=0))
     per_string: dict[int, list[tuple[int, int, str, int]]] = {}
@@ -822,7 +902,7 @@ def _redact_once(originals: list[str]) -> tuple[dict[str, str], bool, set[str]]:
                 for start, end, _ in merged
             ):
                 glued.add(original)
-    return result, names, glued
+    return result, names, glued, argv
 
 
 # Characters next to which a marker changes no rule's view of its neighbour.
@@ -834,19 +914,19 @@ _LOOSE = frozenset(" \t\r\n\"'`,;:=()[]{}<>|&!?")
 _MAX_PASSES = 4
 
 
-def _redact_strings(strings: list[str]) -> tuple[dict[str, str], bool]:
+def _redact_strings(strings: list[str]) -> tuple[dict[str, str], bool, bool]:
     """The redacted form of every string in ``strings`` that holds a secret, and whether a
     string may be a secret-named key."""
-    result, names, glued = _redact_once(strings)
+    result, names, glued, argv = _redact_once(strings)
     for _ in range(_MAX_PASSES - 1):
         if not glued:
             break
         current = {result[original]: original for original in glued}
-        again, _, glued_again = _redact_once(list(current))
+        again, _, glued_again, _ = _redact_once(list(current))
         glued = {current[text] for text in glued_again}
         for text, redacted in again.items():
             result[current[text]] = redacted
-    return result, names
+    return result, names, argv
 
 
 def redact_text(text: str) -> str:
@@ -911,6 +991,77 @@ def _collect(value: Any, strings: list[str]) -> None:
         strings.append(value)
 
 
+def _redact_value(value: Any) -> tuple[dict[str, str], bool]:
+    """The redacted form of every string in ``value`` that holds a secret, and whether a key
+    may name one. When a string starts with a dash (the scan says so), the command line of
+    each argument list in ``value`` is redacted too (``_argv_items`` reads it back)."""
+    strings: list[str] = []
+    _collect(value, strings)
+    if not strings:
+        return {}, False
+    redacted, names, argv = _redact_strings(strings)
+    if argv:
+        lines: list[str] = []
+        _collect_argv(value, lines)
+        if lines:
+            redacted.update(_redact_strings(lines)[0])
+    return redacted, names
+
+
+def _collect_argv(value: Any, strings: list[str]) -> None:
+    if isinstance(value, dict):
+        for item in value.values():
+            if isinstance(item, (dict, list)):
+                _collect_argv(item, strings)
+    elif isinstance(value, list):
+        if _argv(value):
+            strings.append(" ".join(value))
+        for item in value:
+            if isinstance(item, (dict, list)):
+                _collect_argv(item, strings)
+
+
+def _argv(items: list[Any]) -> bool:
+    """True for a list that may be a command's arguments (``["sshpass", "-p", X, ...]``): one-
+    line strings, the first a command name, one a flag. Its items are also scanned joined, as
+    the command line."""
+    return (
+        1 < len(items) <= 256
+        and type(items[0]) is str
+        and _COMMAND.fullmatch(items[0]) is not None
+        and all(type(item) is str and "\n" not in item for item in items)
+        and any(_FLAG.match(item) for item in items)
+    )
+
+
+_COMMAND = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./-]{0,63}")
+_FLAG = re.compile(r"--?[A-Za-z]")
+
+
+def _argv_items(items: list[str], redacted: dict[str, str]) -> list[str] | None:
+    """The items of an argument list whose command line held a secret, each with the part of
+    it that the command line's matches cover replaced; None when it held none."""
+    text = " ".join(items)
+    if text not in redacted:
+        return None
+    found = _engine().spans(text)
+    if _may_be_encoded(text):
+        found += _decoded_spans(text)
+    spans = _merge(found)
+    result = []
+    start = 0
+    for item in items:
+        end = start + len(item)
+        inside = [
+            (max(first, start) - start, min(last, end) - start, kind)
+            for first, last, kind in spans
+            if first < end and last > start
+        ]
+        result.append(_apply(item, inside) if inside else redacted.get(item, item))
+        start = end + 1
+    return result
+
+
 def _secret_marker(value: Any, kind: str, redacted: dict[str, str]) -> str:
     """The marker for a value known to be secret: its detected kind if it is one secret (or
     already a marker, so that redacting twice changes nothing)."""
@@ -932,6 +1083,8 @@ def _hides_secret(value: Any) -> bool:
 
 
 def _copy_list(items: list[Any], redacted: dict[str, str]) -> list[Any]:
+    if len(items) > 1 and _argv(items) and (arguments := _argv_items(items, redacted)) is not None:
+        return list(arguments)
     result: list[Any] = []
     in_block = False
     for item in items:
@@ -1010,9 +1163,7 @@ def redact(value: Any) -> Any:
     is searched like any other: a JSON Schema ``"password": {"type": "string"}`` stays).
     Deterministic and idempotent; tuples and other non-JSON types are returned as they are.
     """
-    strings: list[str] = []
-    _collect(value, strings)
-    return _copy(value, _redact_strings(strings)[0] if strings else {})
+    return _copy(value, _redact_value(value)[0])
 
 
 def redact_if_needed(value: Any) -> Any | None:
@@ -1031,9 +1182,7 @@ def redact_if_needed(value: Any) -> Any | None:
             return None
         if len(data) >= _LARGE_JSON:
             value = _without_clean_runs(value)
-    strings: list[str] = []
-    _collect(value, strings)
-    redacted, names = _redact_strings(strings) if strings else ({}, False)
+    redacted, names = _redact_value(value)
     if not redacted and not (names and _names_a_secret(value)):
         return None
     return _copy(value, redacted)

@@ -43,6 +43,40 @@ _L = r"(?:^|[^A-Za-z0-9_+/-])"
 _L_DOT = r"(?:^|[^A-Za-z0-9_+/.-])"
 _B64 = "A-Za-z0-9+/"
 _URL = "A-Za-z0-9_-"
+# Prose: a secret word, what it is for ("for the staging bot"), then a verb or a sign.
+_PROSE_FOR = r"(?:[ \t]+(?:for|of|on)(?:[ \t]+[A-Za-z0-9_.@-]{1,30}){1,3})?"
+_PROSE_VERB = (
+    r"(?:[ \t]+(?:is|was|of|to|set to|changed to|reset to|now|are)|[ \t]*(?:=|:|->))[ \t]+"
+)
+_PROSE_PASSWORD = (
+    r"(?:\b(?:password|passwd|passphrase|pwd|pw|passcode)"
+    + _PROSE_FOR
+    + _PROSE_VERB
+    # a user/password pair after a login word: "login with admin / X", "creds are app/X"
+    + r"|\b(?:log[ \t]?in|sign[ \t]?in|creds|credentials|user(?:name)?)(?:[ \t]+(?:with|as|are|"
+    r"is)[ \t]+|[ \t]*[=:][ \t]*|[ \t]+)[A-Za-z0-9_.@-]{1,64}[ \t]*/[ \t]*)[\"'`]?"
+)
+_PROSE_TOKEN = (
+    r"\b(?:token|secret|api[ _-]?key|access[ _-]?key|secret[ _-]?key|client[ _-]?secret|"
+    r"passphrase)" + _PROSE_FOR + _PROSE_VERB + r"[\"'`]?"
+)
+# Where the prose rules can match, for the prefilter: the secret word, then what it is for or a
+# verb or a sign (no open-ended run: on a hostile "password: password: ..." that costs time).
+_VERB_ANCHOR = (
+    r"(?:[ \t]+(?:is|was|of|to|set|changed|reset|now|are|for|on)[ \t]|[ \t]*(?:=|:|->)[ \t])"
+)
+
+
+def _prose_value(marks: str) -> str:
+    """A value in prose: one word holding one of ``marks`` (so that a run of plain words, such
+    as a hostile "password: password: ...", matches nowhere), not a marker, not ending in the
+    sentence's punctuation."""
+    word = r"[^\s\"'`]{0,126}"
+    return rf"(?P<s>(?:[^\s\"'`\[]{word})?[{marks}](?:{word}[^\s\"'`.,;:!?)])?)"
+
+
+_PROSE_VALUE = _prose_value(r"0-9!#$%^&*_+=~@/\\-")
+_PROSE_TOKEN_VALUE = _prose_value("0-9")
 
 
 def _prefixed(
@@ -245,6 +279,16 @@ RULES: tuple[Rule, ...] = (
         caseless=True,
         check="sas",
         facts="SAS query: sv=, sp=, se= and an HMAC in sig=",
+    ),
+    Rule(
+        "azure_function_key",
+        "azure_function_key",
+        r"(?i)\.azurewebsites\.net/(?:api|runtime/webhooks)/[^\s?#\"']*\?(?:[^\s#\"']*&)?code="
+        r"(?P<s>[A-Za-z0-9_%=-]{20,})",
+        ("azurewebsites.net",),
+        "https://acme-fn.azurewebsites.net/api/ingest?code={u:54}==",
+        caseless=True,
+        facts="Azure Functions key in the function URL: ...azurewebsites.net/api/<fn>?code=<key>",
     ),
     Rule(
         "azure_ad_client_secret",
@@ -722,11 +766,19 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "slack_token",
         "slack_token",
-        _L + r"(?P<s>(?:xox[abeoprs]|xoxe\.xox[bp])-[A-Za-z0-9-]{10,})",
+        _L + r"(?P<s>(?:xox[abceoprs]|xoxe\.xox[bp])-[A-Za-z0-9-]{10,})",
         ("xox",),
         "xoxb-{d:12}-{d:13}-{a:24}",
         check="digit",
-        facts="xoxb-/xoxp-/xoxa-/xoxr-/xoxs-/xoxe- + ids + secret",
+        facts="xoxb-/xoxp-/xoxa-/xoxr-/xoxs-/xoxc-/xoxe- + ids + secret",
+    ),
+    Rule(
+        "slack_cookie_token",
+        "slack_token",
+        _L + r"(?P<s>xoxd-[A-Za-z0-9%/+=_-]{30,})",
+        ("xoxd-",),
+        "xoxd-{u:40}%2F{u:30}%3D",
+        facts="xoxd- + URL-encoded base64 (the d session cookie, used with an xoxc- token)",
     ),
     _prefixed(
         "slack_app_token",
@@ -767,7 +819,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "telegram_bot_token",
         "telegram_bot_token",
-        r"(?:^|[^A-Za-z0-9_])(?P<s>\d{8,10}:AA[A-Za-z0-9_-]{32,33})",
+        # (after "bot" in the API's URLs: api.telegram.org/bot<token>/sendMessage)
+        r"(?:^|[^A-Za-z0-9_]|bot)(?P<s>\d{8,10}:AA[A-Za-z0-9_-]{32,33})",
         (":AA",),
         "{d:10}:AA{u:33}",
         facts="bot id (8-10 digits) : AA + 33 URL-safe",
@@ -820,11 +873,12 @@ RULES: tuple[Rule, ...] = (
     _prefixed(
         "brevo_api_key",
         "brevo_api_key",
-        "xkeysib-",
+        "x(?:keysib|smtpsib)-",
         "A-Za-z0-9-",
         "xkeysib-{h:64}-{a:16}",
         minimum=60,
-        facts="xkeysib- + 64 hex + - + 16",
+        literal="sib-",
+        facts="xkeysib- (API) / xsmtpsib- (SMTP) + 64 hex + - + 16",
     ),
     Rule(
         "twilio_api_key",
@@ -833,6 +887,16 @@ RULES: tuple[Rule, ...] = (
         ("SK",),
         "SK{h:32}",
         facts="API key SID: SK + 32 hex",
+    ),
+    Rule(
+        "twilio_sid_and_token",
+        "twilio_auth_token",
+        r"(?:^|[^A-Za-z0-9])(?P<s>AC[0-9a-f]{32}[\"']?[ \t]*[,:/|][ \t]*[\"']?[a-f0-9]{32})"
+        r"(?:[^A-Za-z0-9]|$)",
+        ("AC",),
+        "AC{h:32}:{h:32}",
+        facts="account SID (AC + 32 hex) then its 32-hex auth token: Client(sid, token), sid:token",
+        anchor=r"AC[0-9a-f]{32}",
     ),
     _keyed(
         "twilio_auth_token",
@@ -993,6 +1057,18 @@ RULES: tuple[Rule, ...] = (
         "AZURE_STORAGE_ACCOUNT_KEY=",
         facts="88 base64 characters a few words after Azure/storage and key",
     ),
+    Rule(
+        "hex_key_in_prose",
+        "secret",
+        r"(?i)\b(?:api|app|application|admin|master)[ _.-]?key[ \t]+(?:is[ \t]+|was[ \t]+|=[ \t]*|:"
+        r"[ \t]*)?[\"'`]?(?P<s>[a-f0-9]{40}|[a-f0-9]{32})(?:[^A-Za-z0-9]|$)",
+        ("key",),
+        "the app key {h:40} is for the monitor",
+        caseless=True,
+        check="token",
+        facts="32 or 40 hex right after an api/app key word in prose (Datadog, Algolia, Mailgun)",
+        anchor=r"(?i)(?:api|app|application|admin|master)[ _.-]?key[ \t]+[^\n]{0,8}[a-f0-9]{8}",
+    ),
     _prefixed(
         "datadog_pat",
         "datadog_key",
@@ -1075,6 +1151,23 @@ RULES: tuple[Rule, ...] = (
         facts="PMAK- + 24 hex + - + 34 hex",
     ),
     Rule(
+        "hubspot_token",
+        "hubspot_token",
+        _L + r"(?P<s>pat-(?:na|eu|ap)\d-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}"
+        r"-[0-9a-f]{12})",
+        ("pat-na", "pat-eu", "pat-ap"),
+        "pat-na1-{uuid}",
+        facts="private app token: pat- + region (na1, eu1) + - + UUID",
+    ),
+    Rule(
+        "pinecone_api_key",
+        "pinecone_api_key",
+        _L + r"(?P<s>pcsk_[A-Za-z0-9]{4,8}_[A-Za-z0-9]{40,})",
+        ("pcsk_",),
+        "pcsk_{a:5}_{a:63}",
+        facts="pcsk_ + key id + _ + 60-odd alphanumerics",
+    ),
+    Rule(
         "sentry_token",
         "sentry_token",
         _L + r"(?P<s>sntryu_[a-f0-9]{64}|sntrys_eyJ[A-Za-z0-9+/=_-]{60,})",
@@ -1093,10 +1186,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "new_relic_key",
         "new_relic_key",
-        _L + r"(?P<s>NR(?:AK|AA|II|JS|RA)-[A-Z0-9]{19,32}|[a-f0-9]{36}NRAL)",
+        _L + r"(?P<s>NR(?:AK|AA|II|JS|RA)-[A-Za-z0-9_-]{19,40}|[a-f0-9]{36}NRAL)",
         ("NRAK-", "NRAA-", "NRII-", "NRJS-", "NRRA-", "NRAL"),
         "NRAK-{A:27}",
-        facts="NRAK-/NRAA-/NRII-/NRJS- + 27 (or 32), licence keys end in NRAL",
+        facts="NRAK- + 27, NRII- + 32 (insert), NRJS- + 19 hex (browser), licences end in NRAL",
     ),
     Rule(
         "planetscale_token",
@@ -1234,10 +1327,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "dropbox_token",
         "dropbox_token",
-        _L_DOT + r"(?P<s>sl\.[A-Za-z0-9_-]{100,})",
+        _L_DOT + r"(?P<s>sl\.(?:u\.)?[A-Za-z0-9_-]{100,})",
         ("sl.",),
         "sl.{u:140}",
-        facts="short-lived: sl. + 130-150 URL-safe",
+        facts="short-lived: sl. or sl.u. + 130-200 URL-safe",
     ),
     Rule(
         "twitter_bearer_token",
@@ -1358,6 +1451,16 @@ RULES: tuple[Rule, ...] = (
         facts="scheme://user:password@host (RFC 3986 userinfo)",
     ),
     Rule(
+        "cookie_header",
+        "secret",
+        r"(?i)(?:^|[^A-Za-z0-9-])cookie[ \t]*:[ \t]*(?P<s>[^\r\n\x00\"']{1,1000})",
+        ("cookie",),
+        "",
+        caseless=True,
+        check="cookie",
+        facts="a request Cookie: header with a session-like value (not Set-Cookie, not theme=dark)",
+    ),
+    Rule(
         "curl_user",
         "password",
         r"(?:^|\s)(?:-u|--user|--proxy-user|-U)[ \t=]+[\"']?[^\s:\"'%]+[:%](?P<s>[^\s\"']+)",
@@ -1369,11 +1472,13 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "cli_password",
         "password",
-        r"(?i)(?:^|\s)(?:--?(?:password|passwd|pass|pw|storepass|keypass|srcstorepass|"
-        r"deststorepass|srckeypass|destkeypass|secret|token|api-?key|client-secret|auth-token|"
-        r"access-token|secret-key|access-key-secret|aws-secret-access-key|db-password|"
-        r"admin-password|root-password|registry-password|docker-password))[ \t]+"
-        r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'-][^\s]*)",
+        # The flag's last word names the secret: --password, --db-password, --account-key,
+        # --access-token, -storepass; --password-file and --ssh-key name a path, not a secret.
+        r"(?i)(?:^|\s)--?(?:[a-z0-9]+-)*(?:password|passwd|pass|pw|pwd|passphrase|storepass|"
+        r"keypass|srcstorepass|deststorepass|srckeypass|destkeypass|secret|token|api-?key|"
+        r"account-key|access-key|secret-key|auth-key|master-key|app-key|access-key-secret|"
+        r"secret-string)"
+        r"[ \t]+(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'-][^\s]*)",
         ("pass", "pw", "secret", "token", "key"),
         "mongosh --password {pw}",
         caseless=True,
@@ -1383,12 +1488,31 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "cli_short_password",
         "password",
-        r"(?:^|[\s;|&(`\"'])(?:mongo|mongosh|mongodump|mongorestore|docker(?: [a-z]+)? login|"
-        r"podman login|buildah login|helm registry login|az login|sshpass|redis-cli|valkey-cli|"
-        r"ldapsearch|ldapmodify|ldapadd|ldapdelete|ldapwhoami|sqlcmd|bcp|zip)\b[^\n|;&]{0,200}?"
-        r"\s(?:-p|-a|-w|-P)[ \t]?"
+        # Each tool with its own letter: redis-cli -p is a port, its password is -a.
+        r"(?:^|[\s;|&(`\"'])(?:(?:mongo|mongosh|mongodump|mongorestore|mongoexport|mongoimport|"
+        r"docker(?: [a-z]+)? login|podman login|buildah login|skopeo login|helm registry login|"
+        r"az login|sshpass|twine(?: upload)?|psexec|paexec|rdesktop)\b[^\n|;&]{0,200}?\s-p"
+        r"|(?:redis-cli|valkey-cli|keydb-cli)\b[^\n|;&]{0,200}?\s-a"
+        r"|(?:ldapsearch|ldapmodify|ldapadd|ldapdelete|ldapwhoami|ldappasswd)\b[^\n|;&]{0,200}?\s-w"
+        r"|(?:sqlcmd|bcp|zip|unzip|mosquitto_pub|mosquitto_sub|ssh-keygen)\b[^\n|;&]{0,200}?\s-P)"
+        r"[ \t]?"
         r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'`-][^\s\"'`]*)",
-        ("mongo", "login", "sshpass", "-cli", "ldap", "sqlcmd", "bcp", "zip"),
+        (
+            "mongo",
+            "login",
+            "sshpass",
+            "-cli",
+            "ldap",
+            "sqlcmd",
+            "bcp",
+            "zip",
+            "twine",
+            "psexec",
+            "paexec",
+            "rdesktop",
+            "mosquitto",
+            "ssh-keygen",
+        ),
         "sshpass -p {pw} ssh deploy@10.0.0.7",
         check="value",
         facts="sshpass -p X, redis-cli -a X, docker login -p X, ldapsearch -w X, sqlcmd -P X",
@@ -1397,9 +1521,9 @@ RULES: tuple[Rule, ...] = (
         "cli_mysql_password",
         "password",
         r"(?:^|[\s;|&(`\"'])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlsh|mariadb|"
-        r"mariadb-dump|7z)\b[^\n|;&]{0,200}?\s-p(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|"
+        r"mariadb-dump|7z|unrar|rar)\b[^\n|;&]{0,200}?\s-p(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|"
         r"[^\s\"'`-][^\s\"'`]*)",
-        ("mysql", "mariadb", "7z"),
+        ("mysql", "mariadb", "7z", "rar"),
         "mysql -u root -p{pw} app",
         check="value",
         facts="mysql -pX (attached: a separate word after -p is the database, not a password)",
@@ -1424,6 +1548,234 @@ RULES: tuple[Rule, ...] = (
         facts="htpasswd -b file user password",
     ),
     Rule(
+        "cli_new_password",
+        "password",
+        r"(?:\bldappasswd\b[^\n|;&]{0,200}?\s-s|\bssh-keygen\b[^\n|;&]{0,200}?\s-N"
+        r"|\bopenssl\b[^\n|;&]{0,200}?\s-k)[ \t]+"
+        r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'`-][^\s\"'`]*)",
+        ("ldappasswd", "ssh-keygen", "openssl"),
+        "ssh-keygen -t ed25519 -N '{pw}' -f deploy_key",
+        check="value",
+        facts="ldappasswd -s NEW, ssh-keygen -N NEW, openssl enc -k X",
+    ),
+    Rule(
+        "cli_secret_value",
+        "secret",
+        r"(?i)(?:\bsecrets?[ \t]+(?:set|create|add|put)|put-parameter|create-secret|"
+        r"put-secret-value|update-secret)\b[^\n|;&]{0,200}?[ \t]"
+        r"(?:--body|-b|--value|--secret-string|--data)[ \t=]+"
+        r"(?P<s>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"'-][^\s]*)",
+        ("secret", "put-parameter"),
+        "gh secret set DEPLOY_KEY --body '{pw}' --repo acme/app",
+        caseless=True,
+        check="value",
+        facts="gh secret set N --body X, aws ssm put-parameter --value X, az keyvault secret set",
+        anchor=r"(?i)(?:secrets?[ \t]+(?:set|create|add|put)|put-parameter|create-secret|"
+        r"put-secret-value|update-secret)",
+    ),
+    Rule(
+        "oracle_connect",
+        "password",
+        r"\b(?:sqlplus|sqlldr|expdp|impdp|exp|imp|rman[ \t]+target)(?:[ \t]+-[A-Za-z]+)*[ \t]+"
+        r"[\"']?[A-Za-z0-9_$#]+/(?P<s>[^\s@/\"']+)(?:[@\s\"']|$)",
+        ("sqlplus", "sqlldr", "expdp", "impdp", "exp ", "imp ", "rman"),
+        "sqlplus system/{pw}@//db:1521/ORCL",
+        check="value",
+        facts="sqlplus user/password@db (Oracle connect string)",
+    ),
+    Rule(
+        "cli_windows_password",
+        "password",
+        r"(?i)\b(?:xfreerdp|wfreerdp|cmdkey|sdelete|psexec|schtasks|runas)\b[^\n|;&]{0,200}?"
+        r"[ \t]/(?:p|pass|password|rp):(?P<s>\"[^\"\n]{1,200}\"|[^\s\"']+)",
+        ("freerdp", "cmdkey", "sdelete", "psexec", "schtasks", "runas"),
+        "xfreerdp /v:10.0.0.5 /u:ops /p:{pw}",
+        caseless=True,
+        check="value",
+        facts="xfreerdp /p:X, cmdkey /pass:X, schtasks /rp X",
+    ),
+    Rule(
+        "tool_config_set",
+        "secret",
+        r"(?i)\b(?:npm|yarn|pnpm|pip|poetry|composer|bundle)[ \t]+config[ \t]+(?:set[ \t]+)?"
+        r"(?:--[a-z-]+[ \t]+)*(?P<n>[^\s=]{2,120})[ \t]+(?P<s>[^\s-][^\s]*)",
+        ("config",),
+        "",
+        caseless=True,
+        check="named",
+        facts="npm config set //registry/:_authToken X, poetry config http-basic.repo user X",
+        anchor=r"(?i)(?:npm|yarn|pnpm|pip|poetry|composer|bundle)[ \t]+config",
+    ),
+    Rule(
+        "sql_password",
+        "password",
+        r"(?i)\b(?:identified(?:[ \t]+with[ \t]+[A-Za-z0-9_]+)?[ \t]+by|password)[ \t]+"
+        r"'(?P<s>[^'\n]{1,200})'",
+        ("identified", "password '"),
+        "CREATE USER 'app'@'%' IDENTIFIED BY '{pw}';",
+        caseless=True,
+        check="value",
+        facts="MySQL IDENTIFIED BY 'X', PostgreSQL PASSWORD 'X'",
+    ),
+    Rule(
+        "redis_config_password",
+        "password",
+        r"(?i)(?:^|[\s;\"'`])(?:requirepass|masterauth)[ \t]+[\"']?(?P<s>[^\s\"'`]+)",
+        ("requirepass", "masterauth"),
+        "requirepass {pw}",
+        caseless=True,
+        check="value",
+        facts="redis.conf requirepass X / masterauth X (also CONFIG SET requirepass X)",
+    ),
+    Rule(
+        "php_define",
+        "secret",
+        r"(?i)\bdefine\([ \t]*[\"'](?P<n>[A-Za-z0-9_]{1,80})[\"'][ \t]*,[ \t]*[\"']"
+        r"(?P<s>[^\"'\n]{1,500})[\"']",
+        ("define(",),
+        "",
+        caseless=True,
+        check="named",
+        facts="wp-config.php define('DB_PASSWORD', 'X'), define('AUTH_KEY', 'X')",
+    ),
+    Rule(
+        "dockerfile_env",
+        "secret",
+        r"(?m)^[ \t]*(?:ENV|ARG)[ \t]+(?P<n>[A-Za-z_][A-Za-z0-9_]{0,80})[ \t]+(?P<s>[^\s=][^\n]*)",
+        ("ENV ", "ARG "),
+        "",
+        check="named",
+        facts="Dockerfile ENV NAME value (the legacy form without =)",
+    ),
+    Rule(
+        "pgpass_line",
+        "password",
+        r"(?:^|[\s=\"'`])[A-Za-z0-9_.*-]+:(?:\d{2,5}|\*):[A-Za-z_*][A-Za-z0-9_.*-]*:"
+        r"[A-Za-z_*][A-Za-z0-9_.*-]*:(?P<s>[^\s:\"'`][^\s\"'`]*)",
+        (":5432:", ":*:"),
+        "db.internal:5432:app:app:{pw}",
+        check="value",
+        facts=".pgpass host:port:database:user:password",
+    ),
+    Rule(
+        "ssm_secure_string",
+        "secret",
+        r"(?i)securestring[\"']?[ \t]*,[ \t]*[\"']?value[\"']?[ \t]*[:=][ \t]*[\"']"
+        r"(?P<s>[^\"'\n]{1,1000})",
+        ("securestring",),
+        "",
+        caseless=True,
+        check="value",
+        facts='SSM parameter "Type": "SecureString", "Value": "X"',
+    ),
+    Rule(
+        "powershell_secure_string",
+        "password",
+        r"(?i)ConvertTo-SecureString[ \t]+(?:-String[ \t]+)?[\"'](?P<s>[^\"'\n]{1,200})[\"']"
+        r"[^\n]{0,40}?-AsPlainText",
+        ("ConvertTo-SecureString",),
+        "$pw = ConvertTo-SecureString '{pw}' -AsPlainText -Force",
+        caseless=True,
+        check="value",
+        facts="PowerShell ConvertTo-SecureString 'X' -AsPlainText",
+    ),
+    Rule(
+        "code_credential_pair",
+        "password",
+        r"(?:\bauth[ \t]*=[ \t]*\(|HTTPBasicAuth\(|HTTPDigestAuth\(|NetworkCredential\(|"
+        r"PSCredential\(|BasicAuth\(|\.login\(|getConnection\([^,\n]{1,200},)[ \t]*"
+        r"(?:[\"'][^\"'\n]{0,100}[\"']|[A-Za-z_][A-Za-z0-9_.]{0,60})[ \t]*,[ \t]*[\"']"
+        r"(?P<s>[^\"'\n]{1,200})[\"']",
+        ("auth", "Credential", "login(", "getConnection("),
+        "requests.get(url, auth=('admin', '{pw}'))",
+        check="value",
+        facts="auth=('user', 'X'), HTTPBasicAuth('user', 'X'), smtp.login('user', 'X'), "
+        "NetworkCredential, getConnection(url, 'user', 'X')",
+        anchor=r"(?:auth[ \t]*=[ \t]*\(|HTTPBasicAuth\(|HTTPDigestAuth\(|NetworkCredential\(|"
+        r"PSCredential\(|BasicAuth\(|\.login\(|getConnection\()",
+    ),
+    Rule(
+        "minio_alias",
+        "secret",
+        r"\bmc[ \t]+(?:alias[ \t]+set|config[ \t]+host[ \t]+add)[ \t]+\S+[ \t]+\S+[ \t]+\S+[ \t]+"
+        r"(?P<s>[^\s-]\S*)",
+        ("alias set", "host add"),
+        "mc alias set s3 https://s3.example.net minio-admin {pw}",
+        check="value",
+        facts="mc alias set NAME URL ACCESS_KEY SECRET_KEY",
+    ),
+    Rule(
+        "yaml_block_secret",
+        "secret",
+        r"(?im)^[ \t]*(?P<n>[A-Za-z0-9_.-]*(?:pass|pw|secret|token|key|auth|credential)"
+        r"[A-Za-z0-9_.-]*)[ \t]*:[ \t]*[|>][+-]?[ \t]*\r?\n[ \t]+(?P<s>[^\s{$][^\n]*)",
+        ("|", ">"),
+        "",
+        caseless=True,
+        check="named",
+        facts="YAML block scalar: password: >-, then the value on the next line",
+        anchor=r":[ \t]*[|>][+-]?[ \t]*\r?\n",
+    ),
+    Rule(
+        "foreign_password",
+        "password",
+        r"(?i)(?:\b(?:passwort|kennwort|contrase(?:ñ|n)a|mot de passe|senha|wachtwoord|"
+        r"has(?:ł|l)o|şifre|sifre|parool|lozinka|heslo|salasana|adgangskode|l(?:ö|o)senord)|"
+        r"пароль|パスワード|密码|密碼|비밀번호)[ \t]*[:=：][ \t]*[\"'`]?(?P<s>[^\s\"'`]{4,128})",
+        (
+            "wort",
+            "contrase",
+            "de passe",
+            "senha",
+            "wachtwoord",
+            "has",
+            "ifre",
+            "parool",
+            "lozinka",
+            "heslo",
+            "salasana",
+            "adgangskode",
+            "senord",
+            "пароль",
+            "パスワード",
+            "密码",
+            "密碼",
+            "비밀번호",
+        ),
+        "Passwort: {pw}",
+        caseless=True,
+        check="prose_password",
+        facts="password: X in German, Spanish, French, Portuguese, Dutch, Polish, Turkish, Nordic, "
+        "Russian, Japanese, Chinese, Korean",
+    ),
+    Rule(
+        "stdin_password",
+        "password",
+        r"(?:^|[\s;&(`\"'])(?:echo[ \t]+(?:-[ne]+[ \t]+)?|printf[ \t]+(?:[\"']?%s[^\s|]*[ \t]+)?)"
+        r"[\"']?(?P<s>[^\s\"'|;&]{4,200})"
+        r"[\"']?[ \t]*\|[^\n|;&]{0,120}?(?:--password-stdin|--pass-stdin|sudo[ \t]+-S|chpasswd|"
+        r"passwd[ \t]+--stdin|-password-stdin|--password-from-stdin|--passphrase-fd[ \t]+0)",
+        ("stdin", "sudo", "chpasswd"),
+        "echo '{pw}' | docker login --password-stdin -u ci ghcr.io",
+        check="value",
+        facts="echo X | docker login --password-stdin, echo X | sudo -S, echo u:X | chpasswd",
+        anchor=r"--password-stdin|--pass-stdin|sudo[ \t]+-S|chpasswd|passwd[ \t]+--stdin"
+        r"|-password-stdin|--password-from-stdin|--passphrase-fd[ \t]+0",
+    ),
+    Rule(
+        "cli_user_password",
+        "password",
+        r"(?i)(?:\bnet[ \t]+use\b[^\n|;&]{0,200}?/user:\S+[ \t]+(?P<s>[^\s/\"']\S*)"
+        r"|\brabbitmqctl[ \t]+(?:add_user|change_password)[ \t]+\S+[ \t]+"
+        r"(?P<s2>[\"']?[^\s\"']+[\"']?)"
+        r"|\bnet[ \t]+user[ \t]+\S+[ \t]+(?P<s3>[^\s/*][^\s]*)[ \t]+/add)",
+        ("/user:", "rabbitmqctl", "/add"),
+        "rabbitmqctl add_user app {pw}",
+        caseless=True,
+        check="prose_password",
+        facts="net use ... /user:NAME X, net user NAME X /add, rabbitmqctl add_user NAME X",
+    ),
+    Rule(
         "aws_cli_secret",
         "aws_secret_access_key",
         r"(?i)aws\s+configure\s+set\s+\S*(?:secret_access_key|session_token)\s+(?P<s>\S+)",
@@ -1436,19 +1788,48 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "password_in_prose",
         "password",
-        r"(?i)\b(?:password|passwd|passphrase|pwd|pw|passcode)\s+(?:is|was|=|:|of|set to|"
-        r"changed to|reset to)\s+[\"'`]?(?P<s>[^\s\"'`]{6,128})",
-        ("pass", "pw"),
+        "(?i)" + _PROSE_PASSWORD + _PROSE_VALUE,
+        ("pass", "pw", "log", "sign", "cred", "user"),
         "the admin password is {pw}",
         caseless=True,
         check="prose_password",
-        facts="password is X (the value must look random: letters and digits or symbols)",
+        anchor=r"(?i)(?:password|passwd|passphrase|pwd|pw|passcode)"
+        + _VERB_ANCHOR
+        + r"|(?:log[ \t]?in|sign[ \t]?in|creds|credentials|user)[^\n]*/",
+        facts="password is X, login with user / X (X must look random: letters and digits or "
+        "symbols)",
+    ),
+    Rule(
+        "token_in_prose",
+        "secret",
+        "(?i)" + _PROSE_TOKEN + _PROSE_TOKEN_VALUE,
+        ("token", "secret", "key"),
+        "the token for the staging bot is {a:24}",
+        caseless=True,
+        check="prose_token",
+        anchor=r"(?i)(?:token|secret|api[ _-]?key|access[ _-]?key|passphrase)" + _VERB_ANCHOR,
+        facts="the token for X is Y, client secret -> Y (Y: 12 or more, letters and digits)",
+    ),
+    Rule(
+        "password_before_word",
+        "password",
+        r"(?i)[\"'`](?P<s>[^\s\"'`]{6,128})[\"'`][ \t]+(?:as|for)[ \t]+(?:the[ \t]+|your[ \t]+|"
+        r"my[ \t]+|a[ \t]+)?(?:[A-Za-z]+[ \t]+)?(?:password|passphrase|passwd|pwd|token|secret)",
+        ("pass", "pwd", "token", "secret"),
+        'use "{pw}" as the password when prompted',
+        caseless=True,
+        check="prose_password",
+        anchor=r"(?i)[\"'`][ \t]+(?:as|for)[ \t]",
+        facts='use "X" as the password (a quoted value named after it)',
     ),
     Rule(
         "named_value_pair",
         "secret",
         r"(?i)[\"']?(?:name|key|parameterkey|variable|optionname)[\"']?[ \t]*[:=][ \t]*[\"']?"
-        r"(?P<n>[A-Za-z0-9_.-]{2,80})[\"']?[ \t]*(?:,|\r?\n)[ \t]*(?:-[ \t]*)?[\"']?"
+        r"(?P<n>[A-Za-z0-9_./-]{2,80})[\"']?[ \t]*(?:,|\r?\n)[ \t]*(?:-[ \t]*)?"
+        # An SSM parameter has its Type between Name and Value.
+        r"(?:[\"']?type[\"']?[ \t]*[:=][ \t]*[\"']?[A-Za-z]{1,20}[\"']?[ \t]*(?:,|\r?\n)[ \t]*)?"
+        r"[\"']?"
         r"(?:value|parametervalue)[\"']?[ \t]*[:=][ \t]*(?P<q>[\"']?)(?P<s>[^\"'\r\n,}]+)",
         ("value",),
         "",
@@ -1460,21 +1841,34 @@ RULES: tuple[Rule, ...] = (
         "xml_secret_element",
         "secret",
         r"<(?P<n>[A-Za-z_][A-Za-z0-9_:.-]*)"
-        r"(?:\s[^>]*)?>(?P<s>[^<\x00]{1,1000})</",
+        r"(?:\s[^>]*)?>(?:<!\[CDATA\[(?P<s2>[^\]\x00]{1,1000})\]\]>|(?P<s>[^<\x00]{1,1000}))</",
         ("</",),
         "",
         check="named",
-        facts="<password>X</password>, <apiKey>X</apiKey>, <secret>X</secret>",
+        facts="<password>X</password>, <apiKey>X</apiKey>, <secret>X</secret>, CDATA too",
+    ),
+    Rule(
+        "xml_keyed_element",
+        "secret",
+        r"(?i)<[A-Za-z_][A-Za-z0-9_:.-]*\s[^>]*?\b(?:key|name)\s*=\s*\"(?P<n>[^\"]{1,80})\""
+        r"[^>]*>(?P<s>[^<\x00]{1,1000})</",
+        ("</",),
+        "",
+        caseless=True,
+        check="named",
+        facts='<entry key="db.password">X</entry> (Java XML properties), <param name="token">X',
+        anchor=r"(?i)(?:key|name)\s*=\s*\"[A-Za-z0-9_.:/ -]{0,80}"
+        r"(?:pass|pw|secret|token|key|auth|credential)",
     ),
     Rule(
         "xml_add_key_value",
         "secret",
-        r"(?i)\bkey\s*=\s*\"(?P<n>[^\"]{1,80})\"\s+value\s*=\s*\"(?P<s>[^\"]{1,1000})\"",
+        r"(?i)\b(?:key|name)\s*=\s*\"(?P<n>[^\"]{1,80})\"\s+value\s*=\s*\"(?P<s>[^\"]{1,1000})\"",
         ("value",),
         "",
         caseless=True,
         check="named",
-        facts='.NET appSettings <add key="DbPassword" value="X" />',
+        facts='<add key="DbPassword" value="X"/>, Spring <property name="password" value="X"/>',
     ),
     Rule(
         "labelled_secret",
@@ -1488,7 +1882,8 @@ RULES: tuple[Rule, ...] = (
         r"|(?P<op2>=>|:=|=)[ \t]*(?P<scheme2>(?:bearer|basic|token)[ \t]+)?"
         r"(?P<s2>[^\s\"'\\,;&<>]{1,200})"
         r"|(?P<op3>:)[ \t]*(?P<scheme3>(?:bearer|basic|token)[ \t]+)?"
-        r"(?P<s3>[^\s\"'\\,;&<>]{1,200})[ \t]*(?:$|[\r\n\t\"',;|)}\]\\&<]))",
+        # (not "//": "otpauth://...?secret=X" is a URL, whose secret= the search must reach)
+        r"(?P<s3>[^\s\"'\\,;&<>/][^\s\"'\\,;&<>]{0,199})[ \t]*(?:$|[\r\n\t\"',;|)}\]\\&<]))",
         ("pass", "pw", "secret", "token", "key", "auth", "credential", "cookie"),
         "",
         caseless=True,
