@@ -678,6 +678,35 @@ def test_given_a_large_list_with_a_few_secrets_when_checked_then_the_same_as_red
     assert redact_if_needed(result) in (None, result)
 
 
+def test_given_every_corpus_secret_beside_clean_fields_when_checked_then_the_same_as_redact():
+    # redact_if_needed's shortcuts must change nothing for a secret among ordinary fields:
+    # every family, in every context, comes out as redact() makes it.
+    from bench.redaction_corpus import corpus as repository_corpus
+
+    secrets, clean = repository_corpus()
+    beside = {
+        "summary": "rollback of the canary in eu-west-1 after the latency alert",
+        "source": {"host": "db-3", "service": "api"},
+        "tags": ["prod", "latency", "security"],
+    }
+    checked = 0
+    for case in [*secrets, *clean]:
+        payload = {**beside, **case.payload}
+        result = redact_if_needed(payload)
+        assert (payload if result is None else result) == redact(payload), case
+        if case.secrets:
+            assert result is not None, case
+            checked += 1
+    assert checked > 1_000
+
+
+def test_given_a_name_value_pair_beside_other_fields_when_checked_then_the_value_is_redacted():
+    payload = {"name": "DB_PASSWORD", "value": "s3cr3t-Value-9", "kind": "env", "note": "ok"}
+    result = redact_if_needed(payload)
+    assert result == redact(payload)
+    assert result["value"] == "[REDACTED:password]"
+
+
 @pytest.mark.parametrize("closed", [True, False], ids=["closed", "unterminated"])
 def test_given_a_pem_block_over_many_list_items_when_checked_then_every_line_is_redacted(
     closed: bool,
