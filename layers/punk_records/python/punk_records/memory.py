@@ -52,7 +52,6 @@ DECISION = "decision.recorded"
 CHANGE_TYPES = frozenset({PROMOTED, RETRACTED})
 MEMORY_TYPES = frozenset({CANDIDATE, PROMOTED, RETRACTED})
 _NOTED_TYPES = MEMORY_TYPES | {DECISION}
-_NAMING_TYPES = CHANGE_TYPES | {DECISION}
 
 MAX_KEY_CHARS = 256
 DEFAULT_TTL_HOURS = 24
@@ -304,7 +303,7 @@ def _plain_candidate(payload: Any) -> Candidate | None:
     if type(key) is not str or not 0 < len(key) <= MAX_KEY_CHARS or not key.strip():
         return None
     value = payload.get("value", _NO_VALUE)
-    if type(value) is not dict or not all(type(name) is str for name in value):
+    if type(value) is not dict or not _str_keys(value):
         return None
     spelled = payload.get("bucket", "workspace")
     bucket = _BUCKETS.get(spelled) if type(spelled) is str else None
@@ -320,6 +319,14 @@ def _plain_candidate(payload: Any) -> Candidate | None:
 
 
 _NO_VALUE: dict[str, Any] = {}
+
+
+def _str_keys(value: dict[Any, Any]) -> bool:
+    """Whether every key of ``value`` is a str (as in any JSON object)."""
+    return set(map(type, value)) <= _JUST_STR
+
+
+_JUST_STR = frozenset({str})
 
 
 def _plain_change(payload: Any) -> ChangeTarget | None:
@@ -350,7 +357,7 @@ def _signature(payload: Any, fields: tuple[str, ...]) -> tuple[tuple[str, type, 
             kind = type(value)
             if kind in _SCALARS and (kind is not str or len(value) <= _MEMO_CHARS):
                 found.append((name, kind, value))
-            elif name == "value" and kind is dict and all(type(k) is str for k in value):
+            elif name == "value" and kind is dict and _str_keys(value):
                 found.append((name, dict, None))
             else:
                 return None
@@ -444,16 +451,39 @@ def fold_entry(
     if decisions and may_auto_promote(candidate, rules):
         for fact in decisions.get((workspace_id, candidate.trace_id), ()):
             relevant[fact.event_id] = fact
-    fold = _Fold(entry_id, workspace_id, rules, candidate)
     if len(relevant) == 1:
-        fold.step(candidate)
-    else:
-        for fact in sorted(relevant.values(), key=_order):
-            fold.step(fact)
+        entry, row = _create(entry_id, workspace_id, candidate)
+        return entry, [row]
+    fold = _Fold(entry_id, workspace_id, rules, candidate)
+    for fact in sorted(relevant.values(), key=_order):
+        fold.step(fact)
     return fold.entry, fold.rows
 
 
 _NO_ENTRY = "no such entry in this workspace at this point"
+
+
+def _create(entry_id: UUID, workspace_id: str, fact: Fact) -> tuple[Entry | None, Change]:
+    """What a candidate does: the entry and its ``created`` row, or no entry and an
+    ``invalid`` row. Nothing happens to an entry before its candidate."""
+    parsed = candidate_payload(fact)
+    if isinstance(parsed, Invalid):
+        return None, Change(
+            entry_id, fact.event_id, workspace_id, Action.INVALID, None, None, fact.ts,
+            fact.satellite_id, parsed.reason,
+        )  # fmt: skip
+    expires = None
+    if parsed.ttl_hours is not None:
+        expires = fact.ts + timedelta(hours=parsed.ttl_hours)
+    entry = Entry(
+        entry_id, workspace_id, parsed.key, parsed.bucket, Status.CANDIDATE, fact.confidence,
+        fact.trace_id, fact.satellite_id, fact.ts, fact.ts, expires, fact.event_id,
+    )  # fmt: skip
+    created = Change(
+        entry_id, fact.event_id, workspace_id, Action.CREATED, None, Status.CANDIDATE, fact.ts,
+        fact.satellite_id, None,
+    )  # fmt: skip
+    return entry, created
 
 
 def _refusals(entry_id: UUID, workspace_id: str, facts: Iterable[Fact]) -> list[Change]:
@@ -541,19 +571,8 @@ class _Fold:
             self.auto_promote(fact)
 
     def create(self, fact: Fact) -> None:
-        parsed = candidate_payload(fact)
-        if isinstance(parsed, Invalid):
-            self.record(fact, Action.INVALID, None, parsed.reason)
-            return
-        expires = None
-        if parsed.ttl_hours is not None:
-            expires = fact.ts + timedelta(hours=parsed.ttl_hours)
-        self.record(fact, Action.CREATED, Status.CANDIDATE, None)
-        self.entry = Entry(
-            self.entry_id, self.workspace_id, parsed.key, parsed.bucket,
-            Status.CANDIDATE, fact.confidence, fact.trace_id, fact.satellite_id,
-            fact.ts, fact.ts, expires, fact.event_id,
-        )  # fmt: skip
+        self.entry, row = _create(self.entry_id, self.workspace_id, fact)
+        self.rows.append(row)
 
     def change(self, fact: Fact, reason: str | None) -> None:
         """One explicit promotion or retraction (``reason``: the payload's)."""
@@ -612,23 +631,28 @@ class Touched:
     ``invalid`` rows of candidates and promotions/retractions whose payload breaks the rules,
     keyed by their own event (such an event changes no entry: an invalid candidate creates
     none, so whatever names it is refused with or without it); ``candidates``: the valid
-    candidates by id; ``others``: the ids of the other events noted that name or may promote
-    an entry (promotions, retractions, decisions, events with refs). When the batch was new
-    to the store, this is all the store holds of it that memory reads.
+    candidates by id; ``noted``: the ids of the events noted, by what a lookup of the store
+    could find them as (``c``andidates, ``p``romotions and retractions, events with ``r``efs,
+    ``d``ecisions). When the batch was new to the store, this is all the store holds of it
+    that memory reads.
     """
 
     groups: dict[Key, list[Fact]] = field(default_factory=dict)
     decisions: dict[Key, list[Fact]] = field(default_factory=dict)
     invalid_rows: dict[UUID, Change] = field(default_factory=dict)
     candidates: dict[UUID, Fact] = field(default_factory=dict)
-    others: list[UUID] = field(default_factory=list)
+    noted: dict[str, list[UUID]] = field(
+        default_factory=lambda: {"c": [], "p": [], "r": [], "d": []}
+    )
 
     def add(self, fact: Fact) -> None:
         """Note one event (noting it again changes nothing the projection reads)."""
         kind = fact.type
         workspace = fact.workspace_id
         groups = self.groups
+        noted = self.noted
         if kind == CANDIDATE:
+            noted["c"].append(fact.event_id)
             parsed = candidate_payload(fact)
             if isinstance(parsed, Invalid):
                 self._invalid(fact, parsed)
@@ -636,18 +660,17 @@ class Touched:
                 self.candidates[fact.event_id] = fact
                 groups.setdefault((workspace, fact.event_id), []).append(fact)
         elif kind in CHANGE_TYPES:
-            self.others.append(fact.event_id)
+            noted["p"].append(fact.event_id)
             change = change_payload(fact)
             if isinstance(change, Invalid):
                 self._invalid(fact, change)
             else:
                 groups.setdefault((workspace, UUID(change[0])), []).append(fact)
         elif kind == DECISION:
-            self.others.append(fact.event_id)
+            noted["d"].append(fact.event_id)
             self.decisions.setdefault((workspace, fact.trace_id), []).append(fact)
         if "refs" in fact.payload:
-            if kind not in _NAMING_TYPES:
-                self.others.append(fact.event_id)
+            noted["r"].append(fact.event_id)
             for entry_id in referenced(fact.payload):
                 groups.setdefault((workspace, entry_id), []).append(fact)
 

@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -28,6 +29,8 @@ from psycopg import sql
 from pydantic_core import to_json
 
 from punk_records.memory import (
+    Action,
+    Bucket,
     Change,
     Entry,
     Fact,
@@ -61,46 +64,47 @@ _FACT_COLUMNS = """e.event_id, e.ts, e.workspace_id, e.satellite_id, e.trace_id,
         WHERE k IN ('key', 'value', 'bucket', 'ttl_hours', 'entry_id', 'reason', 'refs'))
     ELSE jsonb_build_object('refs', e.payload_json -> 'refs') END"""
 
-# The candidates of the traces of a batch's decisions that may be auto-promoted by them.
-_CANDIDATES_OF_TRACES = """
-SELECT workspace_id, trace_id, event_id FROM events
-WHERE type = 'memory.candidate' AND trace_id = ANY(%s::uuid[]) AND confidence >= %s
-"""
-
-# What the store holds about some entries, each row tagged with its branch: the candidates
-# with these ids, the promotions/retractions naming %(changed)s, the events whose refs list
-# %(referenced)s, the decisions of %(traces)s and of the found candidates' traces (when the
-# candidate may be auto-promoted); the batch's own events (%(known)s, a hashed anti-join)
-# excepted. Every branch is an index lookup by an array (primary key,
-# events_memory_change_idx, events_refs_idx, events_trace_id_idx) that the planner sees as a
-# parameter, (SELECT ...): its plan neither depends on the table's statistics (a stale one
-# made a 10,000-row table a sequential scan) nor costs a selectivity estimate per element.
+# What the store holds about some entries, each row tagged with its branch. 'c': the
+# candidates with ids %(ids)s, and those of the traces of the batch's decisions
+# (%(decided)s) that the decisions may auto-promote; 'p': the promotions/retractions naming
+# them or %(changed)s; 'r': the events whose refs list them (when they may be auto-promoted)
+# or %(referenced)s; 'd': the decisions of their traces (likewise) or of %(traces)s. The
+# batch's own events (%(known_*)s, one hashed anti-join per branch) are excepted. Every
+# branch is an index lookup by an array (primary key, events_trace_id_idx,
+# events_memory_change_idx, events_refs_idx) that the planner sees as a parameter,
+# (SELECT ...): its plan neither depends on the table's statistics (a stale one made a
+# 10,000-row table a sequential scan) nor costs a selectivity estimate per element.
 _LOAD_ENTRIES_TEMPLATE = """
-WITH candidates AS (
+WITH candidates AS MATERIALIZED (
     SELECT * FROM events e
     WHERE e.event_id = ANY((SELECT %(ids)s::uuid[])::uuid[]) AND e.type = 'memory.candidate'
-), known AS MATERIALIZED (
-    SELECT unnest(%(known)s::uuid[]) AS event_id
+    UNION ALL
+    SELECT * FROM events e
+    WHERE e.trace_id = ANY((SELECT %(decided)s::uuid[])::uuid[]) AND e.type = 'memory.candidate'
+      AND e.confidence >= %(confidence)s
+      AND e.event_id NOT IN (SELECT unnest(%(known_c)s::uuid[]))
+), promotable AS (
+    SELECT event_id, trace_id FROM candidates WHERE confidence >= %(confidence)s
 )
 SELECT 'c', {columns} FROM candidates e
 UNION ALL
 SELECT 'p', {columns} FROM events e
 WHERE e.type IN ('memory.promoted', 'memory.retracted')
-  AND lower(e.payload_json ->> 'entry_id') = ANY((SELECT %(changed)s::text[])::text[])
-  AND e.event_id NOT IN (SELECT event_id FROM known)
+  AND lower(e.payload_json ->> 'entry_id') = ANY(
+      (SELECT %(changed)s::text[] || ARRAY(SELECT event_id::text FROM candidates))::text[])
+  AND e.event_id NOT IN (SELECT unnest(%(known_p)s::uuid[]))
 UNION ALL
 SELECT 'r', {columns} FROM events e
-WHERE e.payload_json ? 'refs' AND (e.payload_json -> 'refs') ?| (SELECT %(referenced)s::text[])
-  AND e.event_id NOT IN (SELECT event_id FROM known)
+WHERE e.payload_json ? 'refs'
+  AND (e.payload_json -> 'refs')
+      ?| (SELECT %(referenced)s::text[] || ARRAY(SELECT event_id::text FROM promotable))
+  AND e.event_id NOT IN (SELECT unnest(%(known_r)s::uuid[]))
 UNION ALL
 SELECT 'd', {columns} FROM events e
 WHERE e.type = 'decision.recorded'
-  AND e.trace_id IN (SELECT trace_id FROM candidates WHERE confidence >= %(confidence)s)
-  AND e.event_id NOT IN (SELECT event_id FROM known)
-UNION ALL
-SELECT 'd', {columns} FROM events e
-WHERE e.type = 'decision.recorded' AND e.trace_id = ANY((SELECT %(traces)s::uuid[])::uuid[])
-  AND e.event_id NOT IN (SELECT event_id FROM known)
+  AND e.trace_id = ANY(
+      (SELECT %(traces)s::uuid[] || ARRAY(SELECT trace_id FROM promotable))::uuid[])
+  AND e.event_id NOT IN (SELECT unnest(%(known_d)s::uuid[]))
 """
 
 _LOAD_ENTRIES = _LOAD_ENTRIES_TEMPLATE.format(columns=_FACT_COLUMNS)
@@ -240,8 +244,20 @@ def _fact(row: Sequence[Any], offset: int = 0) -> Fact:
 
 
 def uuid_array(values: Iterable[UUID]) -> str:
-    """``values`` as one uuid[] (or text[]) literal."""
+    """``values`` as one uuid[] literal."""
+    return "{" + ",".join([value.hex for value in values]) + "}"
+
+
+def text_array(values: Iterable[UUID]) -> str:
+    """``values`` as one text[] literal of their canonical spelling."""
     return "{" + ",".join(map(str, values)) + "}"
+
+
+# The enums as plain text: pydantic_core serialises a str faster than a str enum.
+_TEXT: dict[StrEnum | None, str | None] = {
+    None: None,
+    **{member: member.value for kind in (Action, Bucket, Status) for member in kind},
+}
 
 
 @dataclass(slots=True)
@@ -258,7 +274,9 @@ class Groups:
 def load_groups(
     conn: psycopg.Connection, touched: Touched, rules: MemoryRules, fresh: bool = False
 ) -> Groups:
-    """What the projection of the entries ``touched`` names depends on: at most two lookups.
+    """Lock the workspaces ``touched`` concerns, then read what the projection of the entries
+    it names depends on: one round trip (the lock and the lookup are pipelined; the lookup's
+    snapshot is taken once it holds the lock).
 
     ``fresh`` says the batch's events were all new to the store: then they are taken as
     noted in ``touched`` (whose groups this extends) and only what was stored before is read,
@@ -272,19 +290,10 @@ def load_groups(
         batch = touched.candidates
     else:
         groups, decisions, batch = {key: [] for key in touched.groups}, {}, {}
-    if touched.decisions:
-        traces = {trace for _, trace in touched.decisions}
-        for workspace, trace, entry_id in conn.execute(
-            _CANDIDATES_OF_TRACES,
-            (uuid_array(traces), rules.auto_promote_confidence),
-            prepare=False,
-        ):
-            if (workspace, trace) in touched.decisions:
-                groups.setdefault((workspace, entry_id), [])
     ids: list[UUID] = []
     changed: list[UUID] = []
     refs: list[UUID] = []
-    candidate_traces: set[UUID] = set()
+    traces: set[UUID] = set()
     for workspace, entry_id in groups:
         candidate = batch.get(entry_id)
         if candidate is None:
@@ -295,38 +304,52 @@ def load_groups(
             changed.append(entry_id)
             if may_auto_promote(candidate, rules):
                 refs.append(entry_id)
-                candidate_traces.add(candidate.trace_id)
+                traces.add(candidate.trace_id)
+    decided = {trace for _, trace in touched.decisions}
+    with conn.pipeline():
+        lock_workspaces(conn, touched.workspaces)
+        if not (changed or decided):
+            return Groups(groups, decisions, set())
+        cursor = conn.execute(
+            _LOAD_ENTRIES,
+            {
+                "ids": uuid_array(ids),
+                "decided": uuid_array(decided),
+                "confidence": rules.auto_promote_confidence,
+                "changed": text_array(changed),
+                "referenced": text_array(refs),
+                "traces": uuid_array(traces),
+                **{
+                    f"known_{role}": uuid_array(noted if fresh else ())
+                    for role, noted in touched.noted.items()
+                },
+            },
+            prepare=False,
+        )
+    rows = [(row[0], _fact(row, 1)) for row in cursor.fetchall()]
     stored: set[Key] = set()
-    if not changed:
-        return Groups(groups, decisions, stored)
-    rows = conn.execute(
-        _LOAD_ENTRIES,
-        {
-            "ids": uuid_array(ids),
-            "changed": uuid_array(changed),
-            "referenced": uuid_array(refs),
-            "traces": uuid_array(candidate_traces),
-            "confidence": rules.auto_promote_confidence,
-            "known": uuid_array(touched.others if fresh else ()),
-        },
-        prepare=False,
-    ).fetchall()
-    for row in rows:
-        role, fact = row[0], _fact(row, 1)
-        workspace = fact.workspace_id
+    for role, fact in rows:
         if role == "c":
-            key = (workspace, fact.event_id)
-            if key in groups:
-                groups[key].append(fact)
-                stored.add(key)
-        elif role == "p":
+            key = (fact.workspace_id, fact.event_id)
+            if key not in groups:
+                # a candidate of a decided trace: a target only in its decision's workspace
+                if (key[0], fact.trace_id) not in touched.decisions or not may_auto_promote(
+                    fact, rules
+                ):
+                    continue
+                groups[key] = []
+            groups[key].append(fact)
+            stored.add(key)
+    for role, fact in rows:
+        workspace = fact.workspace_id
+        if role == "p":
             change = change_payload(fact)
             if type(change) is tuple:
                 _add(groups, (workspace, UUID(change[0])), fact)
         elif role == "r":
             for entry_id in referenced(fact.payload):
                 _add(groups, (workspace, entry_id), fact)
-        else:
+        elif role == "d":
             decisions.setdefault((workspace, fact.trace_id), []).append(fact)
     return Groups(groups, decisions, stored)
 
@@ -345,7 +368,6 @@ def project_batch(
     psycopg errors (the caller's transaction then rolls back)."""
     if not touched:
         return MemoryCounts()
-    lock_workspaces(conn, touched.workspaces)
     loaded = load_groups(conn, touched, rules, fresh)
     entries, rows = fold_groups(loaded.groups, loaded.decisions, touched.invalid_rows, rules)
     counts = write(conn, entries, rows, loaded.stored)
@@ -364,15 +386,16 @@ def write(
     counts = MemoryCounts()
     if not (entries or rows or groups):
         return counts
+    text = _TEXT
     result = conn.execute(
         _WRITE,
         {
             "entries": to_json(
                 [
                     (
-                        e.entry_id, e.workspace_id, e.key, e.bucket, e.status, e.confidence,
-                        e.trace_id, e.satellite_id, e.created_at, e.updated_at, e.expires_at,
-                        e.last_event_id,
+                        e.entry_id, e.workspace_id, e.key, text[e.bucket], text[e.status],
+                        e.confidence, e.trace_id, e.satellite_id, e.created_at, e.updated_at,
+                        e.expires_at, e.last_event_id,
                     )
                     for e in entries
                 ]
@@ -380,8 +403,8 @@ def write(
             "rows": to_json(
                 [
                     (
-                        r.entry_id, r.event_id, r.workspace_id, r.action, r.from_status,
-                        r.to_status, r.at, r.satellite_id, r.reason,
+                        r.entry_id, r.event_id, r.workspace_id, text[r.action],
+                        text[r.from_status], text[r.to_status], r.at, r.satellite_id, r.reason,
                     )
                     for r in rows
                 ]
