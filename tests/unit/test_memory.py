@@ -286,14 +286,23 @@ def test_touched_notes_what_a_batch_concerns_and_nothing_else() -> None:
 ABSENT = object()
 _TARGET = uuid.uuid4()
 # Every combination of these, each on and around a boundary of the rules.
-KEYS = (ABSENT, "k", "  x ", " ", "", "k" * 256, "k" * 257, 7, None)
-VALUES = (ABSENT, {}, {"a": [1]}, [1], None, "x", {1: 2})
-BUCKETS = (ABSENT, "global", "workspace", "ephemeral", "attic", None, 1, Bucket.EPHEMERAL)
-TTLS = (ABSENT, None, 1, 24, 720, 721, 0, -1, 24.0, True, "24")
-ENTRY_IDS = (
+KEYS: tuple[Any, ...] = (ABSENT, "k", "  x ", " ", "", "k" * 256, "k" * 257, 7, None)
+VALUES: tuple[Any, ...] = (ABSENT, {}, {"a": [1]}, [1], None, "x", {1: 2})
+BUCKETS: tuple[Any, ...] = (
+    ABSENT,
+    "global",
+    "workspace",
+    "ephemeral",
+    "attic",
+    None,
+    1,
+    Bucket.EPHEMERAL,
+)
+TTLS: tuple[Any, ...] = (ABSENT, None, 1, 24, 720, 721, 0, -1, 24.0, True, "24")
+ENTRY_IDS: tuple[Any, ...] = (
     ABSENT, str(_TARGET), str(_TARGET).upper(), f"{_TARGET}\n", f" {_TARGET}", "nope", 5, None,
 )  # fmt: skip
-REASONS = (ABSENT, None, "r", "r" * 1000, "r" * 1001, 5, True)
+REASONS: tuple[Any, ...] = (ABSENT, None, "r", "r" * 1000, "r" * 1001, 5, True)
 
 
 def _payload(**fields: Any) -> dict[str, Any]:
