@@ -14,7 +14,7 @@ from psycopg import sql
 
 from punk_records.memory import Status
 from punk_records.memory_query import MemoryQuery
-from punk_records.memory_store import _CANDIDATES_OF_TRACES, _LOAD_ENTRIES, entries_sql
+from punk_records.memory_store import _LOAD_ENTRIES, entries_sql, uuid_array
 
 pytestmark = pytest.mark.integration
 
@@ -68,24 +68,19 @@ def test_given_a_batch_of_targets_then_loading_their_events_uses_indexes(populat
         populated,
         _LOAD_ENTRIES,
         {
-            "ids": ids,
-            "texts": [str(i) for i in ids],
-            "traces": [uuid.uuid4() for _ in range(50)],
-            "known": [uuid.uuid4() for _ in range(500)],
+            "ids": uuid_array(ids),
+            "decided": uuid_array(uuid.uuid4() for _ in range(300)),
+            "confidence": 0.75,
+            "changed": uuid_array(ids),
+            "referenced": uuid_array(ids[:50]),
+            "traces": uuid_array(uuid.uuid4() for _ in range(50)),
+            **{f"known_{role}": uuid_array(uuid.uuid4() for _ in range(500)) for role in "cprd"},
         },
     )
     assert '"Seq Scan"' not in document
     for index in ("events_pkey", "events_memory_change_idx", "events_refs_idx",
                   "events_trace_id_idx"):  # fmt: skip
         assert index in document
-
-
-def test_given_the_traces_of_a_batchs_decisions_then_their_candidates_are_an_index_lookup(
-    populated,
-):
-    document = plan(populated, _CANDIDATES_OF_TRACES, ([uuid.uuid4() for _ in range(300)],))
-    assert '"Seq Scan"' not in document
-    assert "events_trace_id_idx" in document
 
 
 @pytest.mark.parametrize(

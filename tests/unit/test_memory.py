@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from punk_records.config import Settings
 from punk_records.memory import (
     Action,
     Bucket,
+    Candidate,
+    CandidatePayload,
+    ChangePayload,
     Fact,
+    Invalid,
     MemoryRules,
     Projection,
     Status,
     Touched,
+    _problem,
+    candidate_payload,
+    change_payload,
     project,
 )
 from tests.factories import envelope
@@ -270,3 +279,71 @@ def test_touched_notes_what_a_batch_concerns_and_nothing_else() -> None:
     empty = Touched()
     empty.add_envelope(plain)
     assert not empty
+
+
+# ---- the fast paths agree with the pydantic models -------------------------------------------
+
+ABSENT = object()
+_TARGET = uuid.uuid4()
+# Every combination of these, each on and around a boundary of the rules.
+KEYS: tuple[Any, ...] = (ABSENT, "k", "  x ", " ", "", "k" * 256, "k" * 257, 7, None)
+VALUES: tuple[Any, ...] = (ABSENT, {}, {"a": [1]}, [1], None, "x", {1: 2})
+BUCKETS: tuple[Any, ...] = (
+    ABSENT,
+    "global",
+    "workspace",
+    "ephemeral",
+    "attic",
+    None,
+    1,
+    Bucket.EPHEMERAL,
+)
+TTLS: tuple[Any, ...] = (ABSENT, None, 1, 24, 720, 721, 0, -1, 24.0, True, "24")
+ENTRY_IDS: tuple[Any, ...] = (
+    ABSENT, str(_TARGET), str(_TARGET).upper(), f"{_TARGET}\n", f" {_TARGET}", "nope", 5, None,
+)  # fmt: skip
+REASONS: tuple[Any, ...] = (ABSENT, None, "r", "r" * 1000, "r" * 1001, 5, True)
+
+
+def _payload(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not ABSENT}
+
+
+def _pydantic(model: type[CandidatePayload] | type[ChangePayload], payload: dict[str, Any]) -> Any:
+    """The model's verdict, uncached: the parsed payload or why it is invalid."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        return Invalid(_problem(exc))
+
+
+def test_a_candidate_payload_is_judged_as_the_pydantic_model_judges_it() -> None:
+    for key, value, bucket, ttl in itertools.product(KEYS, VALUES, BUCKETS, TTLS):
+        payload = _payload(key=key, value=value, bucket=bucket, ttl_hours=ttl, other=1)
+        expected = _pydantic(CandidatePayload, payload)
+        if isinstance(expected, CandidatePayload):
+            expected = Candidate(expected.key, expected.bucket, expected.ttl_hours)
+        # the same verdict and reason from the plain check, the cache of reasons or pydantic
+        for _ in range(2):
+            assert candidate_payload(fact("memory.candidate", payload)) == expected, payload
+
+
+def test_a_change_payload_is_judged_as_the_pydantic_model_judges_it() -> None:
+    for entry_id, reason in itertools.product(ENTRY_IDS, REASONS):
+        payload = _payload(entry_id=entry_id, reason=reason, other=1)
+        expected = _pydantic(ChangePayload, payload)
+        if isinstance(expected, ChangePayload):
+            expected = (expected.entry_id, expected.reason)
+        for _ in range(2):
+            assert change_payload(fact("memory.promoted", payload)) == expected, payload
+
+
+def test_an_entry_id_with_a_trailing_newline_is_invalid_not_a_crash() -> None:
+    target = uuid.uuid4()
+    bad = fact("memory.promoted", {"entry_id": f"{target}\n"})
+    ref = fact("finding.logged", {"refs": [f"{target}\n"]})
+    touched = Touched()
+    touched.add(bad)
+    touched.add(ref)
+    assert touched.entries == set()
+    assert [row.action for row in touched.invalid] == [Action.INVALID]

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -56,8 +57,14 @@ MAX_KEY_CHARS = 256
 DEFAULT_TTL_HOURS = 24
 MAX_TTL_HOURS = 720
 MAX_REASON_CHARS = 1_000
-# An entry id as text: a hyphenated UUID, any case (stored and compared in lower case).
-_UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+# An entry id as text: a hyphenated UUID, any case (stored and compared in lower case). \Z, not
+# $: a trailing newline is not part of a UUID.
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+# An entry id in payload.refs: lower case only.
+_ENTRY_ID_TEXT = re.compile(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}\Z")
+# The longest string a memoized verdict keeps (see _cached_problem): longer ones are rare and
+# would make the cache big.
+_MEMO_CHARS = 300
 
 
 class Bucket(StrEnum):
@@ -156,7 +163,12 @@ class ChangePayload(BaseModel):
         return value.lower()
 
 
-@dataclass(frozen=True, slots=True)
+# The records built per event (Fact, Entry, Change, Candidate) are plain slotted dataclasses,
+# not frozen ones: a frozen dataclass's __init__ sets each field through object.__setattr__,
+# four times slower, and the consumer builds thousands per batch. Nothing mutates them.
+
+
+@dataclass(slots=True)
 class Fact:
     """One stored event as the projection sees it (``payload`` as stored, redacted)."""
 
@@ -175,7 +187,11 @@ class Fact:
         return (self.ts, self.event_id)
 
 
-@dataclass(frozen=True, slots=True)
+# An entry of a workspace: (workspace_id, entry_id).
+Key = tuple[str, UUID]
+
+
+@dataclass(slots=True)
 class Entry:
     """One entry of the projection. Its ``value`` is its candidate's ``payload.value`` as stored
     (an object, ``{}`` when absent): the store copies it from the event, it never changes."""
@@ -198,7 +214,7 @@ class Entry:
         return self.expires_at is not None and when >= self.expires_at
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Change:
     """One row of the audit trail: what ``event_id`` did to ``entry_id``."""
 
@@ -251,20 +267,152 @@ def _problem(exc: ValidationError) -> str:
     return f"invalid payload: {shown}"[:MAX_REASON_CHARS]
 
 
-def candidate_payload(fact: Fact) -> CandidatePayload | str:
-    """The candidate's payload, or the reason it is invalid."""
-    try:
-        return CandidatePayload.model_validate(fact.payload)
-    except ValidationError as exc:
-        return _problem(exc)
+@dataclass(slots=True)
+class Candidate:
+    """A valid candidate payload, as far as the rules read it (the entry's ``value`` is copied
+    from the stored event)."""
+
+    key: str
+    bucket: Bucket
+    ttl_hours: int | None
 
 
-def change_payload(fact: Fact) -> ChangePayload | str:
-    """A promotion's or retraction's payload, or the reason it is invalid."""
+@dataclass(slots=True)
+class Invalid:
+    """Why a payload breaks the rules (the audit row's reason)."""
+
+    reason: str
+
+
+# A promotion's or retraction's payload when valid: (entry id in lower case, reason).
+ChangeTarget = tuple[str, str | None]
+
+_BUCKETS = {bucket.value: bucket for bucket in Bucket}
+_CANDIDATE_FIELDS = ("key", "value", "bucket", "ttl_hours")
+_CHANGE_FIELDS = ("entry_id", "reason")
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain_candidate(payload: Any) -> Candidate | None:
+    """The candidate of a payload spelled the common way, without pydantic; None when the
+    payload is anything else (then :class:`CandidatePayload` decides). Accepts a subset of
+    what CandidatePayload accepts, with the same result (tests/unit/test_memory.py checks)."""
+    if type(payload) is not dict:
+        return None
+    key = payload.get("key")
+    if type(key) is not str or not 0 < len(key) <= MAX_KEY_CHARS or not key.strip():
+        return None
+    value = payload.get("value", _NO_VALUE)
+    if type(value) is not dict or not _str_keys(value):
+        return None
+    spelled = payload.get("bucket", "workspace")
+    bucket = _BUCKETS.get(spelled) if type(spelled) is str else None
+    if bucket is None:
+        return None
+    ttl = payload.get("ttl_hours")
+    if ttl is None:
+        if bucket is Bucket.EPHEMERAL:
+            ttl = DEFAULT_TTL_HOURS
+    elif type(ttl) is not int or not 1 <= ttl <= MAX_TTL_HOURS or bucket is not Bucket.EPHEMERAL:
+        return None
+    return Candidate(key, bucket, ttl)
+
+
+_NO_VALUE: dict[str, Any] = {}
+
+
+def _str_keys(value: dict[Any, Any]) -> bool:
+    """Whether every key of ``value`` is a str (as in any JSON object)."""
+    return set(map(type, value)) <= _JUST_STR
+
+
+_JUST_STR = frozenset({str})
+
+
+def _plain_change(payload: Any) -> ChangeTarget | None:
+    """A promotion's or retraction's payload spelled the common way, without pydantic; None
+    when anything else (then :class:`ChangePayload` decides). Same contract as
+    :func:`_plain_candidate`."""
+    if type(payload) is not dict:
+        return None
+    target = payload.get("entry_id")
+    if type(target) is not str or not _UUID_TEXT.match(target):
+        return None
+    reason = payload.get("reason")
+    if reason is not None and (type(reason) is not str or len(reason) > MAX_REASON_CHARS):
+        return None
+    return target.lower(), reason
+
+
+def _signature(payload: Any, fields: tuple[str, ...]) -> tuple[tuple[str, type, Any], ...] | None:
+    """What ``fields`` of ``payload`` are, when they are plain JSON scalars (or a ``value``
+    object, which the rules accept whatever it holds): the key of :func:`_cached_problem`.
+    None when a field is anything else."""
+    if type(payload) is not dict:
+        return None
+    found = []
+    for name in fields:
+        if name in payload:
+            value = payload[name]
+            kind = type(value)
+            if kind in _SCALARS and (kind is not str or len(value) <= _MEMO_CHARS):
+                found.append((name, kind, value))
+            elif name == "value" and kind is dict and _str_keys(value):
+                found.append((name, dict, None))
+            else:
+                return None
+    return tuple(found)
+
+
+@lru_cache(maxsize=1024)
+def _cached_problem(
+    model: type[CandidatePayload] | type[ChangePayload],
+    signature: tuple[tuple[str, type, Any], ...],
+) -> str | None:
+    """The reason ``model`` rejects payloads with ``signature``, None if it accepts them:
+    agents that send a wrong payload send the same wrong payload many times, and pydantic's
+    error path is the slow one. The type is part of the key (``1``, ``1.0`` and ``True`` are
+    equal in Python, not in the rules)."""
     try:
-        return ChangePayload.model_validate(fact.payload)
+        model.model_validate({name: {} if kind is dict else v for name, kind, v in signature})
     except ValidationError as exc:
         return _problem(exc)
+    return None
+
+
+def candidate_payload(fact: Fact) -> Candidate | Invalid:
+    """The candidate's payload, or why it is invalid (:class:`CandidatePayload` decides)."""
+    plain = _plain_candidate(fact.payload)
+    if plain is not None:
+        return plain
+    signature = _signature(fact.payload, _CANDIDATE_FIELDS)
+    if signature is not None:
+        problem = _cached_problem(CandidatePayload, signature)
+        if problem is not None:
+            return Invalid(problem)
+    try:
+        parsed = CandidatePayload.model_validate(fact.payload)
+    except ValidationError as exc:
+        return Invalid(_problem(exc))
+    return Candidate(parsed.key, parsed.bucket, parsed.ttl_hours)
+
+
+def change_payload(fact: Fact) -> ChangeTarget | Invalid:
+    """A promotion's or retraction's (entry id in lower case, reason), or why its payload is
+    invalid (:class:`ChangePayload` decides)."""
+    plain = _plain_change(fact.payload)
+    if plain is not None:
+        return plain
+    signature = _signature(fact.payload, _CHANGE_FIELDS)
+    if signature is not None:
+        problem = _cached_problem(ChangePayload, signature)
+        if problem is not None:
+            return Invalid(problem)
+    try:
+        parsed = ChangePayload.model_validate(fact.payload)
+    except ValidationError as exc:
+        return Invalid(_problem(exc))
+    return parsed.entry_id, parsed.reason
 
 
 def refs_of(payload: Mapping[str, Any]) -> frozenset[str]:
@@ -275,25 +423,107 @@ def refs_of(payload: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(r for r in refs if isinstance(r, str))
 
 
+def referenced(payload: Mapping[str, Any]) -> list[UUID]:
+    """The entries an event references: those of :func:`refs_of` that are entry ids spelled
+    as the rules say (lower-case UUIDs), the only ones that can name an entry."""
+    return [UUID(ref) for ref in refs_of(payload) if _ENTRY_ID_TEXT.match(ref)]
+
+
 def fold_entry(
-    entry_id: UUID, workspace_id: str, facts: Iterable[Fact], rules: MemoryRules
+    entry_id: UUID,
+    workspace_id: str,
+    facts: Iterable[Fact],
+    rules: MemoryRules,
+    decisions: Mapping[Key, list[Fact]] | None = None,
 ) -> tuple[Entry | None, list[Change]]:
     """The entry ``entry_id`` of ``workspace_id`` and its audit rows, from its events.
 
     ``facts`` must hold every event of the workspace that concerns the entry (its candidate,
-    the promotions/retractions naming it, the decisions of its trace, the events whose
-    ``refs`` list it); others are ignored, as are duplicates. The rows of invalid
-    promotions/retractions are not included (see :class:`Touched`).
+    the promotions/retractions naming it, the events whose ``refs`` list it, and the
+    decisions of its trace unless ``decisions``, per (workspace, trace), has them); others
+    are ignored, as are duplicates. The rows of invalid promotions/retractions are not
+    included (see :class:`Touched`).
     """
     relevant = {f.event_id: f for f in facts if f.workspace_id == workspace_id}
-    fold = _Fold(entry_id, workspace_id, rules, relevant.get(entry_id))
-    for fact in sorted(relevant.values(), key=lambda f: f.position):
+    candidate = relevant.get(entry_id)
+    if candidate is None or candidate.type != CANDIDATE:
+        return None, _refusals(entry_id, workspace_id, relevant.values())
+    if decisions and may_auto_promote(candidate, rules):
+        for fact in decisions.get((workspace_id, candidate.trace_id), ()):
+            relevant[fact.event_id] = fact
+    if len(relevant) == 1:
+        entry, row = _create(entry_id, workspace_id, candidate)
+        return entry, [row]
+    fold = _Fold(entry_id, workspace_id, rules, candidate)
+    for fact in sorted(relevant.values(), key=_order):
         fold.step(fact)
     return fold.entry, fold.rows
 
 
+_NO_ENTRY = "no such entry in this workspace at this point"
+
+
+def _create(entry_id: UUID, workspace_id: str, fact: Fact) -> tuple[Entry | None, Change]:
+    """What a candidate does: the entry and its ``created`` row, or no entry and an
+    ``invalid`` row. Nothing happens to an entry before its candidate."""
+    parsed = candidate_payload(fact)
+    if isinstance(parsed, Invalid):
+        return None, Change(
+            entry_id, fact.event_id, workspace_id, Action.INVALID, None, None, fact.ts,
+            fact.satellite_id, parsed.reason,
+        )  # fmt: skip
+    expires = None
+    if parsed.ttl_hours is not None:
+        expires = fact.ts + timedelta(hours=parsed.ttl_hours)
+    entry = Entry(
+        entry_id, workspace_id, parsed.key, parsed.bucket, Status.CANDIDATE, fact.confidence,
+        fact.trace_id, fact.satellite_id, fact.ts, fact.ts, expires, fact.event_id,
+    )  # fmt: skip
+    created = Change(
+        entry_id, fact.event_id, workspace_id, Action.CREATED, None, Status.CANDIDATE, fact.ts,
+        fact.satellite_id, None,
+    )  # fmt: skip
+    return entry, created
+
+
+def _refusals(entry_id: UUID, workspace_id: str, facts: Iterable[Fact]) -> list[Change]:
+    """The rows of an entry that has no candidate in the workspace: each promotion or
+    retraction naming it is refused, whatever else happens (what :class:`_Fold` does
+    without a candidate, in any order)."""
+    target = str(entry_id)
+    rows = []
+    for fact in facts:
+        if fact.type in CHANGE_TYPES:
+            change = change_payload(fact)
+            if type(change) is tuple and change[0] == target:
+                rows.append(
+                    Change(
+                        entry_id, fact.event_id, workspace_id, Action.REFUSED, None, None,
+                        fact.ts, fact.satellite_id, _NO_ENTRY,
+                    )
+                )  # fmt: skip
+    return rows
+
+
+def _order(fact: Fact) -> tuple[datetime, int]:
+    """A fact's position as a sort key (UUIDs order as their integers, which compare in C)."""
+    return fact.ts, fact.event_id.int
+
+
 class _Fold:
     """The state of one entry while its events are folded in order."""
+
+    __slots__ = (
+        "candidate",
+        "entry",
+        "entry_id",
+        "fired",
+        "referrers",
+        "rows",
+        "rules",
+        "target",
+        "workspace_id",
+    )
 
     def __init__(
         self, entry_id: UUID, workspace_id: str, rules: MemoryRules, candidate: Fact | None
@@ -320,11 +550,14 @@ class _Fold:
         )  # fmt: skip
 
     def move(self, fact: Fact, status: Status, action: Action, reason: str | None) -> None:
-        assert self.entry is not None
+        entry = self.entry
+        assert entry is not None
         self.record(fact, action, status, reason)
-        self.entry = _replace(
-            self.entry, status=status, updated_at=fact.ts, last_event_id=fact.event_id
-        )
+        self.entry = Entry(
+            entry.entry_id, entry.workspace_id, entry.key, entry.bucket, status,
+            entry.confidence, entry.trace_id, entry.satellite_id, entry.created_at, fact.ts,
+            entry.expires_at, fact.event_id,
+        )  # fmt: skip
 
     def step(self, fact: Fact) -> None:
         if fact is self.candidate:
@@ -332,40 +565,30 @@ class _Fold:
             return
         if fact.type in CHANGE_TYPES:
             change = change_payload(fact)
-            if not isinstance(change, str) and change.entry_id == self.target:
-                self.change(fact, change)
-        self.auto_promote(fact)
+            if type(change) is tuple and change[0] == self.target:
+                self.change(fact, change[1])
+        if self.entry is not None:
+            self.auto_promote(fact)
 
     def create(self, fact: Fact) -> None:
-        parsed = candidate_payload(fact)
-        if isinstance(parsed, str):
-            self.record(fact, Action.INVALID, None, parsed)
-            return
-        expires = None
-        if parsed.ttl_hours is not None:
-            expires = fact.ts + timedelta(hours=parsed.ttl_hours)
-        self.record(fact, Action.CREATED, Status.CANDIDATE, None)
-        self.entry = Entry(
-            self.entry_id, self.workspace_id, parsed.key, parsed.bucket,
-            Status.CANDIDATE, fact.confidence, fact.trace_id, fact.satellite_id,
-            fact.ts, fact.ts, expires, fact.event_id,
-        )  # fmt: skip
+        self.entry, row = _create(self.entry_id, self.workspace_id, fact)
+        self.rows.append(row)
 
-    def change(self, fact: Fact, change: ChangePayload) -> None:
-        """One explicit promotion or retraction."""
+    def change(self, fact: Fact, reason: str | None) -> None:
+        """One explicit promotion or retraction (``reason``: the payload's)."""
         entry = self.entry
         if entry is None:
-            self.record(fact, Action.REFUSED, None, "no such entry in this workspace at this point")
+            self.record(fact, Action.REFUSED, None, _NO_ENTRY)
         elif entry.status is Status.RETRACTED:
             self.record(fact, Action.REFUSED, None, "the entry is retracted, which is final")
         elif fact.type == RETRACTED:
-            self.move(fact, Status.RETRACTED, Action.RETRACTED, change.reason)
+            self.move(fact, Status.RETRACTED, Action.RETRACTED, reason)
         elif entry.status is Status.PROMOTED:
             self.record(fact, Action.REFUSED, None, "the entry is already promoted")
         elif entry.expired_at(fact.ts):
             self.record(fact, Action.REFUSED, None, "promotion refused: the entry has expired")
         else:
-            self.move(fact, Status.PROMOTED, Action.PROMOTED, change.reason)
+            self.move(fact, Status.PROMOTED, Action.PROMOTED, reason)
 
     def auto_promote(self, fact: Fact) -> None:
         """Count ``fact`` towards auto-promotion; promote when it is the trigger."""
@@ -398,52 +621,66 @@ class _Fold:
             self.move(fact, Status.PROMOTED, Action.PROMOTED, trigger)
 
 
-def _replace(entry: Entry, **changes: Any) -> Entry:
-    values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
-    values.update(changes)
-    return Entry(**values)
-
-
-_ENTRY_FIELDS = tuple(Entry.__dataclass_fields__)
-
-
 @dataclass(slots=True)
 class Touched:
-    """What a batch's events may change: the entries they name and the traces of their
-    decisions, per workspace, plus the rows of their invalid promotions/retractions."""
+    """What a batch's events may change, noted as they stream by.
 
-    entries: set[tuple[str, UUID]] = field(default_factory=set)
-    traces: set[tuple[str, UUID]] = field(default_factory=set)
+    ``groups``: per (workspace, entry id), the batch's events that concern that entry (its
+    candidate, the promotions/retractions naming it, the events whose refs list it);
+    ``decisions``: the batch's decisions per (workspace, trace); ``invalid_rows``: the
+    ``invalid`` rows of candidates and promotions/retractions whose payload breaks the rules,
+    keyed by their own event (such an event changes no entry: an invalid candidate creates
+    none, so whatever names it is refused with or without it); ``candidates``: the valid
+    candidates by id; ``noted``: the ids of the events noted, by what a lookup of the store
+    could find them as (``c``andidates, ``p``romotions and retractions, events with ``r``efs,
+    ``d``ecisions). When the batch was new to the store, this is all the store holds of it
+    that memory reads.
+    """
+
+    groups: dict[Key, list[Fact]] = field(default_factory=dict)
+    decisions: dict[Key, list[Fact]] = field(default_factory=dict)
     invalid_rows: dict[UUID, Change] = field(default_factory=dict)
-    # The batch's events that memory concerns, as they came: when the batch was new to the
-    # store (nothing in it was stored before), they are what the store holds and need not be
-    # read back.
-    facts: dict[UUID, Fact] = field(default_factory=dict)
+    candidates: dict[UUID, Fact] = field(default_factory=dict)
+    noted: dict[str, list[UUID]] = field(
+        default_factory=lambda: {"c": [], "p": [], "r": [], "d": []}
+    )
 
     def add(self, fact: Fact) -> None:
-        """Note one event."""
+        """Note one event (noting it again changes nothing the projection reads)."""
         kind = fact.type
         workspace = fact.workspace_id
-        self.facts[fact.event_id] = fact
+        groups = self.groups
+        noted = self.noted
         if kind == CANDIDATE:
-            self.entries.add((workspace, fact.event_id))
-        elif kind in CHANGE_TYPES:
-            change = change_payload(fact)
-            if isinstance(change, str):
-                self.invalid_rows[fact.event_id] = (
-                    Change(
-                        fact.event_id, fact.event_id, workspace, Action.INVALID,
-                        None, None, fact.ts, fact.satellite_id, change,
-                    )
-                )  # fmt: skip
+            noted["c"].append(fact.event_id)
+            parsed = candidate_payload(fact)
+            if isinstance(parsed, Invalid):
+                self._invalid(fact, parsed)
             else:
-                self.entries.add((workspace, UUID(change.entry_id)))
+                self.candidates[fact.event_id] = fact
+                groups.setdefault((workspace, fact.event_id), []).append(fact)
+        elif kind in CHANGE_TYPES:
+            noted["p"].append(fact.event_id)
+            change = change_payload(fact)
+            if isinstance(change, Invalid):
+                self._invalid(fact, change)
+            else:
+                groups.setdefault((workspace, UUID(change[0])), []).append(fact)
         elif kind == DECISION:
-            self.traces.add((workspace, fact.trace_id))
+            noted["d"].append(fact.event_id)
+            self.decisions.setdefault((workspace, fact.trace_id), []).append(fact)
         if "refs" in fact.payload:
-            for ref in refs_of(fact.payload):
-                if _UUID_TEXT.match(ref) and ref == ref.lower():
-                    self.entries.add((workspace, UUID(ref)))
+            noted["r"].append(fact.event_id)
+            for entry_id in referenced(fact.payload):
+                groups.setdefault((workspace, entry_id), []).append(fact)
+
+    def _invalid(self, fact: Fact, problem: Invalid) -> None:
+        self.invalid_rows[fact.event_id] = (
+            Change(
+                fact.event_id, fact.event_id, fact.workspace_id, Action.INVALID,
+                None, None, fact.ts, fact.satellite_id, problem.reason,
+            )
+        )  # fmt: skip
 
     def add_envelope(self, envelope: Envelope) -> None:
         """Note one event of a batch: nearly free for the events memory does not concern."""
@@ -457,52 +694,66 @@ class Touched:
             )  # fmt: skip
 
     def __bool__(self) -> bool:
-        return bool(self.entries or self.traces or self.invalid_rows)
+        return bool(self.groups or self.decisions or self.invalid_rows)
+
+    @property
+    def entries(self) -> set[Key]:
+        """The entries the batch's events name."""
+        return set(self.groups)
+
+    @property
+    def traces(self) -> set[Key]:
+        """The (workspace, trace) of the batch's decisions."""
+        return set(self.decisions)
 
     @property
     def invalid(self) -> list[Change]:
-        """The ``invalid`` rows of promotions/retractions, keyed by their own event."""
+        """The ``invalid`` rows, keyed by their own event."""
         return list(self.invalid_rows.values())
 
     @property
     def workspaces(self) -> list[str]:
         """Every workspace concerned, sorted (the order their locks are taken in)."""
-        found = {ws for ws, _ in self.entries} | {ws for ws, _ in self.traces}
+        found = {ws for ws, _ in self.groups} | {ws for ws, _ in self.decisions}
         found.update(change.workspace_id for change in self.invalid_rows.values())
         return sorted(found)
+
+
+def may_auto_promote(candidate: Fact, rules: MemoryRules) -> bool:
+    """Whether decisions and references can matter to the entry of ``candidate`` (a valid
+    candidate): only when its confidence reaches the threshold."""
+    return candidate.confidence >= rules.auto_promote_confidence
+
+
+def fold_groups(
+    groups: Mapping[Key, list[Fact]],
+    decisions: Mapping[Key, list[Fact]],
+    invalid_rows: Mapping[UUID, Change],
+    rules: MemoryRules,
+) -> tuple[list[Entry], list[Change]]:
+    """Fold every group with the decisions (per workspace and trace) that concern it: the
+    entries and the audit rows, ``invalid_rows`` included once."""
+    entries: list[Entry] = []
+    rows: list[Change] = list(invalid_rows.values())
+    for (workspace, entry_id), own in groups.items():
+        entry, changes = fold_entry(entry_id, workspace, own, rules, decisions)
+        if entry is not None:
+            entries.append(entry)
+        for change in changes:
+            # An invalid candidate's own row, already among invalid_rows.
+            if change.action is Action.INVALID and change.event_id in invalid_rows:
+                continue
+            rows.append(change)
+    return entries, rows
 
 
 def project(facts: Iterable[Fact], rules: MemoryRules) -> Projection:
     """The projection of a set of events (any order, duplicates ignored): what the consumer
     maintains and replay rebuilds, computed in memory."""
-    by_id = {fact.event_id: fact for fact in facts}
     touched = Touched()
-    groups: dict[tuple[str, UUID], list[Fact]] = {}
-    decisions: dict[tuple[str, UUID], list[Fact]] = {}
-    for fact in by_id.values():
+    for fact in {fact.event_id: fact for fact in facts}.values():
         touched.add(fact)
-        workspace = fact.workspace_id
-        if fact.type == CANDIDATE:
-            groups.setdefault((workspace, fact.event_id), []).append(fact)
-        elif fact.type in CHANGE_TYPES:
-            change = change_payload(fact)
-            if not isinstance(change, str):
-                groups.setdefault((workspace, UUID(change.entry_id)), []).append(fact)
-        elif fact.type == DECISION:
-            decisions.setdefault((workspace, fact.trace_id), []).append(fact)
-        for ref in refs_of(fact.payload):
-            if _UUID_TEXT.match(ref) and ref == ref.lower():
-                groups.setdefault((workspace, UUID(ref)), []).append(fact)
-    entries: list[Entry] = []
-    history: list[Change] = list(touched.invalid)
-    for (workspace, entry_id), own in groups.items():
-        candidate = by_id.get(entry_id)
-        if candidate is not None and candidate.type == CANDIDATE:
-            own = own + decisions.get((workspace, candidate.trace_id), [])
-        entry, rows = fold_entry(entry_id, workspace, own, rules)
-        if entry is not None:
-            entries.append(entry)
-        history.extend(rows)
+    entries, history = fold_groups(touched.groups, touched.decisions, touched.invalid_rows, rules)
     entries.sort(key=lambda e: e.entry_id)
     history.sort(key=lambda c: (c.entry_id, c.event_id))
     return Projection(tuple(entries), tuple(history))

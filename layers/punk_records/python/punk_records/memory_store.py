@@ -2,41 +2,49 @@
 and the digest that shows two projections are the same.
 
 :func:`project_batch` runs in the consumer's transaction, after the batch's events are in:
-one statement loads every event of every entry the batch touches (their candidates,
-promotions, retractions, decisions of their traces, events that reference them), the rules
-(:mod:`punk_records.memory`) refold each of those entries, and two statements write the
-entries and the audit rows. A fixed number of statements whatever the batch size; the
-projection's workspaces are locked (a transaction-level advisory lock) so a replay or a
-redrive never interleaves with the consumer.
+one statement reads what the store held before the batch about every entry the batch
+touches (their candidates, promotions, retractions, decisions of their traces, events that
+reference them), the rules (:mod:`punk_records.memory`) refold each of those entries, and one
+statement writes the entries and the audit rows. A fixed number of statements whatever the
+batch size; the projection's workspaces are locked (a transaction-level advisory lock) so a
+replay or a redrive never interleaves with the consumer.
+
+Bulk parameters travel as one text each (a JSON document, or a ``{...}`` array literal of
+UUIDs) that the server parses: psycopg's array dumper costs microseconds per element, more
+than the statements themselves on a batch of thousands.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
+from pydantic_core import to_json
 
 from punk_records.memory import (
-    CANDIDATE,
-    CHANGE_TYPES,
-    DECISION,
+    Action,
+    Bucket,
     Change,
     Entry,
     Fact,
+    Key,
     MemoryCounts,
     MemoryRules,
     Projection,
     Status,
     Touched,
-    fold_entry,
+    change_payload,
+    fold_groups,
+    may_auto_promote,
     project,
-    refs_of,
+    referenced,
 )
 from punk_records.memory_query import MemoryQuery, MemoryRow
 from punk_records.read_store import ReadStore
@@ -46,7 +54,7 @@ _LOCK_SPACE = 0x6D656D6F  # "memo"
 
 # An event as the rules need it: of the payload only the fields they read (an object
 # ``value`` travels as ``{}``: the rules only check that it is one, and the entry's value is
-# copied from the event by _UPSERT_ENTRIES), so a batch's payloads are not sent back.
+# copied from the event by _WRITE), so payloads are not sent back.
 _FACT_COLUMNS = """e.event_id, e.ts, e.workspace_id, e.satellite_id, e.trace_id, e.type,
     e.confidence,
     CASE WHEN e.type LIKE 'memory.%%' THEN (
@@ -56,39 +64,47 @@ _FACT_COLUMNS = """e.event_id, e.ts, e.workspace_id, e.satellite_id, e.trace_id,
         WHERE k IN ('key', 'value', 'bucket', 'ttl_hours', 'entry_id', 'reason', 'refs'))
     ELSE jsonb_build_object('refs', e.payload_json -> 'refs') END"""
 
-# The candidates of the traces of a batch's decisions (they may now be promoted).
-_CANDIDATES_OF_TRACES = """
-SELECT workspace_id, trace_id, event_id FROM events
-WHERE type = 'memory.candidate' AND trace_id = ANY(%s)
-"""
-
-# Every event of the entries with these ids: their candidates, the promotions/retractions
-# naming them, the events whose refs list them and the decisions of their candidates' traces,
-# each row tagged with its branch. Every branch is a lookup by a constant array (primary key,
-# events_memory_change_idx, events_refs_idx, events_trace_id_idx), so no plan can turn it into
-# a join of the batch with the table, however stale the table's statistics are.
+# What the store holds about some entries, each row tagged with its branch. 'c': the
+# candidates with ids %(ids)s, and those of the traces of the batch's decisions
+# (%(decided)s) that the decisions may auto-promote; 'p': the promotions/retractions naming
+# them or %(changed)s; 'r': the events whose refs list them (when they may be auto-promoted)
+# or %(referenced)s; 'd': the decisions of their traces (likewise) or of %(traces)s. The
+# batch's own events (%(known_*)s, one hashed anti-join per branch) are excepted. Every
+# branch is an index lookup by an array (primary key, events_trace_id_idx,
+# events_memory_change_idx, events_refs_idx) that the planner sees as a parameter,
+# (SELECT ...): its plan neither depends on the table's statistics (a stale one made a
+# 10,000-row table a sequential scan) nor costs a selectivity estimate per element.
 _LOAD_ENTRIES_TEMPLATE = """
-WITH candidates AS (
-    SELECT * FROM events e WHERE e.event_id = ANY(%(ids)s) AND e.type = 'memory.candidate'
+WITH candidates AS MATERIALIZED (
+    SELECT * FROM events e
+    WHERE e.event_id = ANY((SELECT %(ids)s::uuid[])::uuid[]) AND e.type = 'memory.candidate'
+    UNION ALL
+    SELECT * FROM events e
+    WHERE e.trace_id = ANY((SELECT %(decided)s::uuid[])::uuid[]) AND e.type = 'memory.candidate'
+      AND e.confidence >= %(confidence)s
+      AND e.event_id NOT IN (SELECT unnest(%(known_c)s::uuid[]))
+), promotable AS (
+    SELECT event_id, trace_id FROM candidates WHERE confidence >= %(confidence)s
 )
 SELECT 'c', {columns} FROM candidates e
 UNION ALL
 SELECT 'p', {columns} FROM events e
 WHERE e.type IN ('memory.promoted', 'memory.retracted')
-  AND lower(e.payload_json ->> 'entry_id') = ANY(%(texts)s)
-  AND NOT e.event_id = ANY(%(known)s)
+  AND lower(e.payload_json ->> 'entry_id') = ANY(
+      (SELECT %(changed)s::text[] || ARRAY(SELECT event_id::text FROM candidates))::text[])
+  AND e.event_id NOT IN (SELECT unnest(%(known_p)s::uuid[]))
 UNION ALL
 SELECT 'r', {columns} FROM events e
-WHERE e.payload_json ? 'refs' AND (e.payload_json -> 'refs') ?| %(texts)s
-  AND NOT e.event_id = ANY(%(known)s)
+WHERE e.payload_json ? 'refs'
+  AND (e.payload_json -> 'refs')
+      ?| (SELECT %(referenced)s::text[] || ARRAY(SELECT event_id::text FROM promotable))
+  AND e.event_id NOT IN (SELECT unnest(%(known_r)s::uuid[]))
 UNION ALL
 SELECT 'd', {columns} FROM events e
-WHERE e.type = 'decision.recorded' AND e.trace_id IN (SELECT trace_id FROM candidates)
-  AND NOT e.event_id = ANY(%(known)s)
-UNION ALL
-SELECT 'd', {columns} FROM events e
-WHERE e.type = 'decision.recorded' AND e.trace_id = ANY(%(traces)s)
-  AND NOT e.event_id = ANY(%(known)s)
+WHERE e.type = 'decision.recorded'
+  AND e.trace_id = ANY(
+      (SELECT %(traces)s::uuid[] || ARRAY(SELECT trace_id FROM promotable))::uuid[])
+  AND e.event_id NOT IN (SELECT unnest(%(known_d)s::uuid[]))
 """
 
 _LOAD_ENTRIES = _LOAD_ENTRIES_TEMPLATE.format(columns=_FACT_COLUMNS)
@@ -106,38 +122,45 @@ _ENTRY_COLUMNS = (
     "entry_id, workspace_id, key, value, bucket, status, confidence, trace_id, satellite_id,"
     " created_at, updated_at, expires_at, last_event_id"
 )
-_UPSERT_ENTRIES = f"""
-INSERT INTO memory_entries ({_ENTRY_COLUMNS})
-SELECT n.entry_id, n.workspace_id, n.key, coalesce(e.payload_json -> 'value', '{{}}'::jsonb),
-       n.bucket, n.status, n.confidence, n.trace_id, n.satellite_id, n.created_at,
-       n.updated_at, n.expires_at, n.last_event_id
-FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[],
-            %s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
-            %s::uuid[])
-     AS n(entry_id, workspace_id, key, bucket, status, confidence, trace_id, satellite_id,
-          created_at, updated_at, expires_at, last_event_id)
-JOIN events e ON e.event_id = n.entry_id
-ON CONFLICT (entry_id) DO UPDATE SET
-    status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
-    last_event_id = EXCLUDED.last_event_id
-WHERE (memory_entries.status, memory_entries.updated_at, memory_entries.last_event_id)
-    IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.updated_at, EXCLUDED.last_event_id)
-"""
-
 _HISTORY_COLUMNS = (
     "entry_id, event_id, workspace_id, action, from_status, to_status, at, satellite_id, reason"
 )
-# The refolded groups' audit rows replace theirs: rows no longer produced go (a late event
-# changed what a later one did), new ones come in, changed ones are updated. A row whose
-# event_id is its entry_id depends on that one event alone and never changes. Returns how many
-# rows are new, per action (the metrics).
-_WRITE_HISTORY = f"""
-WITH new AS (
-    SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[],
-                         %s::text[], %s::timestamptz[], %s::text[], %s::text[])
-        AS n({_HISTORY_COLUMNS})
+# One statement for the whole write. The entries are upserted (an entry's value is its
+# candidate's payload.value, read from the event; of an existing entry only what the rules
+# change is updated, and only when it changed). The audit rows of the %(groups)s, the
+# entries whose candidate the store held before the batch, are replaced: rows no longer
+# produced go (a late event changed what an auto-promotion did; only those can go, an
+# explicit change always has its row), new ones come in, changed ones are updated. Returns
+# how many rows went and how many are new, per action (the metrics).
+_WRITE = f"""
+WITH entries AS (
+    SELECT (r->>0)::uuid AS entry_id, r->>1 AS workspace_id, r->>2 AS key, r->>3 AS bucket,
+           r->>4 AS status, (r->>5)::float8 AS confidence, (r->>6)::uuid AS trace_id,
+           r->>7 AS satellite_id, (r->>8)::timestamptz AS created_at,
+           (r->>9)::timestamptz AS updated_at, (r->>10)::timestamptz AS expires_at,
+           (r->>11)::uuid AS last_event_id
+    FROM jsonb_array_elements(%(entries)s::jsonb) AS r
+), new AS (
+    SELECT (r->>0)::uuid AS entry_id, (r->>1)::uuid AS event_id, r->>2 AS workspace_id,
+           r->>3 AS action, r->>4 AS from_status, r->>5 AS to_status,
+           (r->>6)::timestamptz AS at, r->>7 AS satellite_id, r->>8 AS reason
+    FROM jsonb_array_elements(%(rows)s::jsonb) AS r
 ), groups AS (
-    SELECT * FROM unnest(%s::text[], %s::uuid[]) AS g(workspace_id, entry_id)
+    SELECT r->>0 AS workspace_id, (r->>1)::uuid AS entry_id
+    FROM jsonb_array_elements(%(groups)s::jsonb) AS r
+), put_entries AS (
+    INSERT INTO memory_entries ({_ENTRY_COLUMNS})
+    SELECT n.entry_id, n.workspace_id, n.key,
+           coalesce((SELECT e.payload_json -> 'value' FROM events e WHERE e.event_id = n.entry_id),
+                    '{{}}'::jsonb),
+           n.bucket, n.status, n.confidence, n.trace_id, n.satellite_id, n.created_at,
+           n.updated_at, n.expires_at, n.last_event_id
+    FROM entries n
+    ON CONFLICT (entry_id) DO UPDATE SET
+        status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
+        last_event_id = EXCLUDED.last_event_id
+    WHERE (memory_entries.status, memory_entries.updated_at, memory_entries.last_event_id)
+        IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.updated_at, EXCLUDED.last_event_id)
 ), gone AS (
     DELETE FROM memory_history h USING groups g
     WHERE h.workspace_id = g.workspace_id AND h.entry_id = g.entry_id
@@ -220,86 +243,118 @@ def _fact(row: Sequence[Any], offset: int = 0) -> Fact:
     )
 
 
+def uuid_array(values: Iterable[UUID]) -> str:
+    """``values`` as one uuid[] literal."""
+    return "{" + ",".join([value.hex for value in values]) + "}"
+
+
+def text_array(values: Iterable[UUID]) -> str:
+    """``values`` as one text[] literal of their canonical spelling."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+# The enums as plain text: pydantic_core serialises a str faster than a str enum.
+_TEXT: dict[StrEnum | None, str | None] = {
+    None: None,
+    **{member: member.value for kind in (Action, Bucket, Status) for member in kind},
+}
+
+
+@dataclass(slots=True)
+class Groups:
+    """Every event of every entry a batch touches, per (workspace, entry id), the decisions
+    that may auto-promote them, per (workspace, trace), and the entries whose candidate the
+    store held before the batch (only their audit rows can be withdrawn)."""
+
+    groups: dict[Key, list[Fact]]
+    decisions: dict[Key, list[Fact]]
+    stored: set[Key]
+
+
 def load_groups(
-    conn: psycopg.Connection, touched: Touched, fresh: bool = False
-) -> dict[tuple[str, UUID], list[Fact]]:
-    """Every event of every entry ``touched`` names, per (workspace, entry_id): two lookups
-    (one when the batch holds no decision). ``fresh`` says the batch's events were all new
-    to the store: then they are taken as noted in ``touched``, and only the events stored
-    before are read."""
-    targets = set(touched.entries)
-    if touched.traces:
-        traces = sorted({trace for _, trace in touched.traces})
-        for workspace, trace, entry_id in conn.execute(
-            _CANDIDATES_OF_TRACES, (traces,), prepare=False
-        ):
-            if (workspace, trace) in touched.traces:
-                targets.add((workspace, entry_id))
-    groups: dict[tuple[str, UUID], list[Fact]] = {key: [] for key in sorted(targets)}
-    if not groups:
-        return groups
-    ids = sorted({entry_id for _, entry_id in groups})
-    known = touched.facts if fresh else {}
-    facts = [(role, fact) for fact in known.values() for role in _roles(fact)]
-    rows = conn.execute(
-        _LOAD_ENTRIES,
-        {
-            "ids": [entry_id for entry_id in ids if entry_id not in known],
-            "texts": [str(entry_id) for entry_id in ids],
-            "traces": sorted({fact.trace_id for fact in known.values() if fact.type == CANDIDATE}),
-            "known": list(known),
-        },
-        prepare=False,
-    ).fetchall()
-    facts += [(row[0], _fact(row, 1)) for row in rows]
-    traces_of: dict[tuple[str, UUID], list[UUID]] = {}
-    decisions: list[Fact] = []
-    for kind, fact in facts:
+    conn: psycopg.Connection, touched: Touched, rules: MemoryRules, fresh: bool = False
+) -> Groups:
+    """Lock the workspaces ``touched`` concerns, then read what the projection of the entries
+    it names depends on: one round trip (the lock and the lookup are pipelined; the lookup's
+    snapshot is taken once it holds the lock).
+
+    ``fresh`` says the batch's events were all new to the store: then they are taken as
+    noted in ``touched`` (whose groups this extends) and only what was stored before is read,
+    and only where it can matter: nothing for an entry whose id is a candidate of another
+    workspace in the batch (no such entry exists here, what names it is refused either way),
+    no decisions nor references for a candidate of the batch below the auto-promotion
+    confidence. Otherwise every event is read back from the store.
+    """
+    if fresh:
+        groups, decisions = touched.groups, touched.decisions
+        batch = touched.candidates
+    else:
+        groups, decisions, batch = {key: [] for key in touched.groups}, {}, {}
+    ids: list[UUID] = []
+    changed: list[UUID] = []
+    refs: list[UUID] = []
+    traces: set[UUID] = set()
+    for workspace, entry_id in groups:
+        candidate = batch.get(entry_id)
+        if candidate is None:
+            ids.append(entry_id)
+            changed.append(entry_id)
+            refs.append(entry_id)
+        elif candidate.workspace_id == workspace:
+            changed.append(entry_id)
+            if may_auto_promote(candidate, rules):
+                refs.append(entry_id)
+                traces.add(candidate.trace_id)
+    decided = {trace for _, trace in touched.decisions}
+    with conn.pipeline():
+        lock_workspaces(conn, touched.workspaces)
+        if not (changed or decided):
+            return Groups(groups, decisions, set())
+        cursor = conn.execute(
+            _LOAD_ENTRIES,
+            {
+                "ids": uuid_array(ids),
+                "decided": uuid_array(decided),
+                "confidence": rules.auto_promote_confidence,
+                "changed": text_array(changed),
+                "referenced": text_array(refs),
+                "traces": uuid_array(traces),
+                **{
+                    f"known_{role}": uuid_array(noted if fresh else ())
+                    for role, noted in touched.noted.items()
+                },
+            },
+            prepare=False,
+        )
+    rows = [(row[0], _fact(row, 1)) for row in cursor.fetchall()]
+    stored: set[Key] = set()
+    for role, fact in rows:
+        if role == "c":
+            key = (fact.workspace_id, fact.event_id)
+            if key not in groups:
+                # a candidate of a decided trace: a target only in its decision's workspace
+                if (key[0], fact.trace_id) not in touched.decisions or not may_auto_promote(
+                    fact, rules
+                ):
+                    continue
+                groups[key] = []
+            groups[key].append(fact)
+            stored.add(key)
+    for role, fact in rows:
         workspace = fact.workspace_id
-        if kind == "c":
-            _add(groups, (workspace, fact.event_id), fact)
-            traces_of.setdefault((workspace, fact.trace_id), []).append(fact.event_id)
-        elif kind == "p":
-            entry_id = _entry_id(str(fact.payload.get("entry_id", "")).lower())
-            if entry_id is not None:
+        if role == "p":
+            change = change_payload(fact)
+            if type(change) is tuple:
+                _add(groups, (workspace, UUID(change[0])), fact)
+        elif role == "r":
+            for entry_id in referenced(fact.payload):
                 _add(groups, (workspace, entry_id), fact)
-        elif kind == "r":
-            for ref in refs_of(fact.payload):
-                entry_id = _entry_id(ref)
-                if entry_id is not None:
-                    _add(groups, (workspace, entry_id), fact)
-        else:
-            decisions.append(fact)
-    for fact in decisions:
-        for entry_id in traces_of.get((fact.workspace_id, fact.trace_id), ()):
-            _add(groups, (fact.workspace_id, entry_id), fact)
-    return groups
+        elif role == "d":
+            decisions.setdefault((workspace, fact.trace_id), []).append(fact)
+    return Groups(groups, decisions, stored)
 
 
-def _roles(fact: Fact) -> list[str]:
-    """The branches of _LOAD_ENTRIES that would return ``fact``."""
-    roles = []
-    if fact.type == CANDIDATE:
-        roles.append("c")
-    elif fact.type in CHANGE_TYPES:
-        roles.append("p")
-    elif fact.type == DECISION:
-        roles.append("d")
-    if "refs" in fact.payload:
-        roles.append("r")
-    return roles
-
-
-def _entry_id(text: str) -> UUID | None:
-    """The entry id ``text`` names exactly (canonical lower-case form), else None."""
-    try:
-        entry_id = UUID(text)
-    except ValueError:
-        return None
-    return entry_id if str(entry_id) == text else None
-
-
-def _add(groups: dict[tuple[str, UUID], list[Fact]], key: tuple[str, UUID], fact: Fact) -> None:
+def _add(groups: dict[Key, list[Fact]], key: Key, fact: Fact) -> None:
     group = groups.get(key)
     if group is not None:
         group.append(fact)
@@ -313,17 +368,10 @@ def project_batch(
     psycopg errors (the caller's transaction then rolls back)."""
     if not touched:
         return MemoryCounts()
-    lock_workspaces(conn, touched.workspaces)
-    entries: list[Entry] = []
-    rows: list[Change] = list(touched.invalid)
-    groups = load_groups(conn, touched, fresh)
-    for (workspace, entry_id), facts in groups.items():
-        entry, changes = fold_entry(entry_id, workspace, facts, rules)
-        if entry is not None:
-            entries.append(entry)
-        rows.extend(changes)
-    counts = write(conn, entries, rows, list(groups))
-    counts.refolded = len(groups)
+    loaded = load_groups(conn, touched, rules, fresh)
+    entries, rows = fold_groups(loaded.groups, loaded.decisions, touched.invalid_rows, rules)
+    counts = write(conn, entries, rows, loaded.stored)
+    counts.refolded = len(loaded.groups)
     return counts
 
 
@@ -331,56 +379,42 @@ def write(
     conn: psycopg.Connection,
     entries: Sequence[Entry],
     rows: Sequence[Change],
-    groups: Sequence[tuple[str, UUID]],
+    groups: Collection[Key],
 ) -> MemoryCounts:
-    """Upsert ``entries``; make the audit rows of ``groups`` exactly ``rows`` (plus rows keyed
-    by their own event, which never change)."""
-    if entries:
-        conn.execute(_UPSERT_ENTRIES, _entry_columns(entries))
+    """Upsert ``entries`` and ``rows``; withdraw the other audit rows of ``groups`` (except
+    rows keyed by their own event, which never change). One statement."""
     counts = MemoryCounts()
-    if rows or groups:
-        result = conn.execute(
-            _WRITE_HISTORY,
-            (
-                *_history_columns(rows),
-                [ws for ws, _ in groups],
-                [entry for _, entry in groups],
-            ),
-        ).fetchone()
-        assert result is not None
-        counts.withdrawn, counts.new_rows = result[0], result[1]
+    if not (entries or rows or groups):
+        return counts
+    text = _TEXT
+    result = conn.execute(
+        _WRITE,
+        {
+            "entries": to_json(
+                [
+                    (
+                        e.entry_id, e.workspace_id, e.key, text[e.bucket], text[e.status],
+                        e.confidence, e.trace_id, e.satellite_id, e.created_at, e.updated_at,
+                        e.expires_at, e.last_event_id,
+                    )
+                    for e in entries
+                ]
+            ).decode(),
+            "rows": to_json(
+                [
+                    (
+                        r.entry_id, r.event_id, r.workspace_id, text[r.action],
+                        text[r.from_status], text[r.to_status], r.at, r.satellite_id, r.reason,
+                    )
+                    for r in rows
+                ]
+            ).decode(),
+            "groups": to_json(list(groups)).decode(),
+        },
+    ).fetchone()  # fmt: skip
+    assert result is not None
+    counts.withdrawn, counts.new_rows = result[0], result[1]
     return counts
-
-
-def _entry_columns(entries: Sequence[Entry]) -> tuple[list[Any], ...]:
-    return (
-        [e.entry_id for e in entries],
-        [e.workspace_id for e in entries],
-        [e.key for e in entries],
-        [e.bucket.value for e in entries],
-        [e.status.value for e in entries],
-        [e.confidence for e in entries],
-        [e.trace_id for e in entries],
-        [e.satellite_id for e in entries],
-        [e.created_at for e in entries],
-        [e.updated_at for e in entries],
-        [e.expires_at for e in entries],
-        [e.last_event_id for e in entries],
-    )
-
-
-def _history_columns(rows: Sequence[Change]) -> tuple[list[Any], ...]:
-    return (
-        [r.entry_id for r in rows],
-        [r.event_id for r in rows],
-        [r.workspace_id for r in rows],
-        [r.action.value for r in rows],
-        [None if r.from_status is None else r.from_status.value for r in rows],
-        [None if r.to_status is None else r.to_status.value for r in rows],
-        [r.at for r in rows],
-        [r.satellite_id for r in rows],
-        [r.reason for r in rows],
-    )
 
 
 def digest(conn: psycopg.Connection, workspace: str) -> Digest:
@@ -401,7 +435,7 @@ def rebuild(conn: psycopg.Connection, workspace: str, rules: MemoryRules) -> Pro
     projection = project(workspace_facts(conn, workspace), rules)
     conn.execute("DELETE FROM memory_history WHERE workspace_id = %s", (workspace,))
     conn.execute("DELETE FROM memory_entries WHERE workspace_id = %s", (workspace,))
-    write(conn, projection.entries, projection.history, [])
+    write(conn, projection.entries, projection.history, ())
     return projection
 
 
