@@ -232,8 +232,11 @@ class KafkaEventSourceMapping:
         from kafka.errors import KafkaError
 
         while not stop.is_set():
-            consumer = self._consumer_factory(self.config)
+            consumer: KafkaConsumer | None = None
             try:
+                # Inside the try: with the broker down, the constructor itself raises
+                # ("Unable to bootstrap"), and that must not end the poller either.
+                consumer = self._consumer_factory(self.config)
                 consumer.subscribe([self.config.topic], listener=_Listener())
                 while not stop.is_set():
                     generation = self._generation
@@ -252,7 +255,8 @@ class KafkaEventSourceMapping:
                 )
                 stop.wait(self.config.retry_initial_s)
             finally:
-                consumer.close(autocommit=False)
+                if consumer is not None:
+                    consumer.close(autocommit=False)
 
     def _collect(self, consumer: KafkaConsumer, stop: threading.Event) -> list[ConsumerRecord]:
         """Poll until the batch is full, its window has passed, or it reaches 6 MB."""

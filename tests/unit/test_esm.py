@@ -194,3 +194,38 @@ def test_given_the_consumer_fails_when_polling_then_the_mapping_reconnects_inste
 
     assert len(consumers) == 2
     assert all(c.closed for c in consumers)
+
+
+def test_given_no_broker_when_the_consumer_is_built_then_the_mapping_retries_instead_of_dying():
+    # With the broker down, KafkaConsumer's constructor raises KafkaTimeoutError ("Unable to
+    # bootstrap"); the poller must wait and build a new one, as it does for a failed poll.
+    import threading
+
+    from kafka.errors import KafkaTimeoutError
+
+    from local.esm import EsmConfig, KafkaEventSourceMapping
+
+    stop = threading.Event()
+    attempts: list[int] = []
+
+    class Consumer:
+        def subscribe(self, topics: list[str], listener: object) -> None:
+            return None
+
+        def poll(self, timeout_ms: int, max_records: int) -> dict:
+            stop.set()
+            return {}
+
+        def close(self, autocommit: bool) -> None:
+            return None
+
+    def factory(_config: EsmConfig) -> Consumer:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise KafkaTimeoutError("Unable to bootstrap from [('b', 1, <AddressFamily: 0>)]")
+        return Consumer()
+
+    config = EsmConfig("b:1", "t", retry_initial_s=0.01)
+    KafkaEventSourceMapping(config, lambda _e: None, factory).run(stop)
+
+    assert len(attempts) == 3
