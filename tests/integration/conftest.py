@@ -14,11 +14,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from local.kafka_service import Kafka
 from local.postgres_service import Postgres
 from local.stack import Stack
 from punk_records import migrations
+from punk_records.read_store import grant_reader_login
 from tests.integration.stack_util import running_stack
 
 
@@ -58,6 +60,14 @@ def postgres(services_root: Path) -> Iterator[Postgres]:
         migrations.apply(conn)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def reader_dsn(postgres: Postgres) -> str:
+    """A login of the query function's read-only role, as the migration sets it up in AWS."""
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        grant_reader_login(conn, "punk_query_api_test", "reader-pw")
+    return make_conninfo(postgres.dsn, user="punk_query_api_test", password="reader-pw")
 
 
 @pytest.fixture

@@ -15,13 +15,11 @@ from urllib.parse import urlencode
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from local.samples.apigw import request
 from local.services import Postgres
 from punk_records import bootstrap
 from punk_records.consumer import KafkaRecord, consume
-from punk_records.read_store import grant_reader_login
 from punk_records.store import EventStore
 from tests.factories import event_dict
 from tests.lambda_util import lambda_context, load_function
@@ -35,19 +33,11 @@ TOKENS = {
     "events-alpha": ("tok-events-alpha", ["ws-alpha"], ["events:read"]),
     "memory-all": ("tok-memory-all", ["*"], ["memory:read"]),
 }
-READER_LOGIN = "punk_memory_api_test"
 
 
 @pytest.fixture(scope="module")
 def query_app() -> ModuleType:
     return load_function("query")
-
-
-@pytest.fixture(scope="module")
-def reader_dsn(postgres: Postgres) -> str:
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        grant_reader_login(conn, READER_LOGIN, "memory-pw")
-    return make_conninfo(postgres.dsn, user=READER_LOGIN, password="memory-pw")
 
 
 @pytest.fixture

@@ -10,15 +10,12 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
 
-import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from local.samples.apigw import request
-from local.services import Kafka, Postgres
+from local.services import Kafka
 from punk_records import bootstrap
 from punk_records.consumer import KafkaRecord, consume
-from punk_records.read_store import grant_reader_login
 from punk_records.store import EventStore
 from tests.factories import event_dict
 from tests.integration.kafka_util import read_topic
@@ -33,7 +30,6 @@ TOKENS = {
     "team-a": ("tok-team-a", ["ws-a"], ["events:write", "events:read", "dead_letters:read"]),
     "ops": ("tok-ops", ["*"], ["events:read", "dead_letters:read"]),
 }
-READER_LOGIN = "punk_query_api_test"
 
 
 def _secret_document() -> str:
@@ -56,13 +52,6 @@ def _secret_document() -> str:
 @pytest.fixture(scope="module")
 def apps() -> tuple[ModuleType, ModuleType]:
     return load_function("ingest"), load_function("query")
-
-
-@pytest.fixture(scope="module")
-def reader_dsn(postgres: Postgres) -> str:
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        grant_reader_login(conn, READER_LOGIN, "query-pw")
-    return make_conninfo(postgres.dsn, user=READER_LOGIN, password="query-pw")
 
 
 @pytest.fixture

@@ -42,28 +42,13 @@ from punk_records.read_store import (
     grant_reader_login,
 )
 from punk_records.store import EventStore
-from punk_records.tokens import parse_token_set
-from tests.factories import envelope, event_dict
+from tests.factories import envelope, event_dict, reader_token
 
 pytestmark = pytest.mark.integration
 
 KEY = "integration-cursor-key-" + "k" * 20
 READER = "punk_query_test"
 READER_PASSWORD = "reader-pw"
-
-
-def token(workspaces=("ws-a",), scopes=("events:read", "dead_letters:read")):
-    document = {
-        "tokens": [
-            {
-                "id": "reader",
-                "sha256": hashlib.sha256(b"t").hexdigest(),
-                "workspaces": list(workspaces),
-                "scopes": list(scopes),
-            }
-        ]
-    }
-    return parse_token_set(document, "test").match("t")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +73,7 @@ def walk(reader: ReadStore, params: dict[str, list[str]], limit: int, tok=None) 
     cursor = None
     while True:
         query = {**params, "limit": [str(limit)]} | ({"cursor": [cursor]} if cursor else {})
-        page = list_events(tok or token(["*"]), query, reader, cursors)
+        page = list_events(tok or reader_token(["*"]), query, reader, cursors)
         seen += [json.loads(item) for item in page.items]
         if page.next_cursor is None:
             return seen
@@ -365,7 +350,9 @@ def test_given_a_cursor_when_reused_with_other_filters_or_altered_then_400(
 ) -> None:
     _filter_fixture(postgres)
     cursors = CursorCodec(KEY)
-    first = list_events(token(["*"]), {"workspace_id": ["ws-a"], "limit": ["3"]}, reader, cursors)
+    first = list_events(
+        reader_token(["*"]), {"workspace_id": ["ws-a"], "limit": ["3"]}, reader, cursors
+    )
     cursor = first.next_cursor
     assert cursor
     for params in (
@@ -377,7 +364,7 @@ def test_given_a_cursor_when_reused_with_other_filters_or_altered_then_400(
         },
     ):
         with pytest.raises(InvalidCursor):
-            list_events(token(["*"]), params, reader, cursors)
+            list_events(reader_token(["*"]), params, reader, cursors)
 
 
 # ---------------------------------------------------------------------------- stored views
@@ -400,8 +387,8 @@ def test_given_an_event_with_a_secret_when_consumed_and_read_then_it_comes_back_
     writer.reset()
 
     # WHEN it is read back, alone and in a page
-    document = json.loads(get_event(token(), event["event_id"], reader))
-    page = list_events(token(), {"workspace_id": ["ws-a"]}, reader, CursorCodec(KEY))
+    document = json.loads(get_event(reader_token(), event["event_id"], reader))
+    page = list_events(reader_token(), {"workspace_id": ["ws-a"]}, reader, CursorCodec(KEY))
 
     # THEN the payload is the redacted one, with its Kafka coordinates and received_at
     assert json.loads(page.items[0]) == document
@@ -433,12 +420,12 @@ def test_given_poison_records_with_secrets_when_listed_then_previews_carry_no_se
     assert outcome.dead_lettered == 4
 
     # WHEN a ws-a token lists them, and a '*' token pages through all of them
-    mine = list_dead_letters(token(), {}, reader, CursorCodec(KEY))
+    mine = list_dead_letters(reader_token(), {}, reader, CursorCodec(KEY))
     everything: list[dict] = []
     cursor = None
     while True:
         params = {"limit": ["1"]} | ({"cursor": [cursor]} if cursor else {})
-        page = list_dead_letters(token(["*"]), params, reader, CursorCodec(KEY))
+        page = list_dead_letters(reader_token(["*"]), params, reader, CursorCodec(KEY))
         everything += [json.loads(item) for item in page.items]
         if not (cursor := page.next_cursor):
             break
@@ -465,10 +452,10 @@ def test_given_a_topic_filter_when_listing_dead_letters_then_only_that_topic_com
     writer = EventStore(lambda: postgres.dsn)
     consume([_record(b"x", 1), KafkaRecord("other-topic", 0, 9, b"ws-a", b"y")], writer)
     writer.reset()
-    page = list_dead_letters(token(), {"topic": ["other-topic"]}, reader, CursorCodec(KEY))
+    page = list_dead_letters(reader_token(), {"topic": ["other-topic"]}, reader, CursorCodec(KEY))
     assert [json.loads(i)["topic"] for i in page.items] == ["other-topic"]
     since = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    later = list_dead_letters(token(), {"since": [since]}, reader, CursorCodec(KEY))
+    later = list_dead_letters(reader_token(), {"since": [since]}, reader, CursorCodec(KEY))
     assert later.items == []
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -31,7 +30,7 @@ from punk_records.query import (
     parse_query,
     preview,
 )
-from punk_records.tokens import parse_token_set
+from tests.factories import reader_token
 
 KEY = "k" * 40
 T0 = datetime(2026, 11, 26, 6, tzinfo=UTC)
@@ -39,20 +38,6 @@ T0 = datetime(2026, 11, 26, 6, tzinfo=UTC)
 
 def no_secret(arn: str, max_age: int) -> dict:
     raise AssertionError(f"no secret should be read here ({arn})")
-
-
-def token(workspaces=("ws-a",), scopes=("events:read", "dead_letters:read")):
-    document = {
-        "tokens": [
-            {
-                "id": "reader",
-                "sha256": hashlib.sha256(b"t").hexdigest(),
-                "workspaces": list(workspaces),
-                "scopes": list(scopes),
-            }
-        ]
-    }
-    return parse_token_set(document, "test").match("t")
 
 
 class FakeReader:
@@ -101,7 +86,7 @@ def walk(reader, params, limit=7):
     seen, cursor = [], None
     while True:
         query = {**params, "limit": [str(limit)]} | ({"cursor": [cursor]} if cursor else {})
-        page = list_events(token(), query, reader, cursors)
+        page = list_events(reader_token(), query, reader, cursors)
         seen += [json.loads(item)["event_id"] for item in page.items]
         if page.next_cursor is None:
             return seen
@@ -117,7 +102,7 @@ def test_given_events_when_walked_in_pages_then_each_is_seen_once_in_order():
 
 def test_given_an_exact_multiple_of_the_limit_when_walked_then_the_last_page_has_no_cursor():
     page = list_events(
-        token(), {"workspace_id": ["ws-a"], "limit": ["5"]}, FakeReader(events(5)),
+        reader_token(), {"workspace_id": ["ws-a"], "limit": ["5"]}, FakeReader(events(5)),
         CursorCodec(KEY),
     )  # fmt: skip
     assert len(page.items) == 5
@@ -144,7 +129,7 @@ def test_given_an_exact_multiple_of_the_limit_when_walked_then_the_last_page_has
 )
 def test_given_a_bad_parameter_when_listing_then_400_names_it(params, loc):
     with pytest.raises(InvalidQuery) as info:
-        list_events(token(), params, FakeReader(), CursorCodec(KEY))
+        list_events(reader_token(), params, FakeReader(), CursorCodec(KEY))
     assert loc in [e["loc"] for e in info.value.errors]
     assert info.value.status == 400
 
@@ -176,18 +161,18 @@ def test_given_types_repeated_or_comma_separated_when_parsed_then_the_query_is_t
 
 def test_given_a_token_without_read_scope_when_listing_then_403_names_the_scope():
     with pytest.raises(MissingScope) as info:
-        list_events(token(scopes=["events:write"]), {}, FakeReader(), CursorCodec(KEY))
+        list_events(reader_token(scopes=["events:write"]), {}, FakeReader(), CursorCodec(KEY))
     assert "events:read" in str(info.value)
 
 
 def test_given_another_workspace_when_listing_then_403():
     with pytest.raises(WorkspaceForbidden):
-        list_events(token(), {"workspace_id": ["ws-b"]}, FakeReader(), CursorCodec(KEY))
+        list_events(reader_token(), {"workspace_id": ["ws-b"]}, FakeReader(), CursorCodec(KEY))
 
 
 def _first_cursor(params, reader=None):
     reader = reader or FakeReader(events(9) + events(9, "ws-b"))
-    page = list_events(token(["*"]), {**params, "limit": ["2"]}, reader, CursorCodec(KEY))
+    page = list_events(reader_token(["*"]), {**params, "limit": ["2"]}, reader, CursorCodec(KEY))
     assert page.next_cursor
     return page.next_cursor
 
@@ -203,7 +188,9 @@ def _first_cursor(params, reader=None):
 def test_given_a_cursor_of_another_query_when_used_then_400(other):
     cursor = _first_cursor({"workspace_id": ["ws-a"]})
     with pytest.raises(InvalidCursor) as info:
-        list_events(token(["*"]), {**other, "cursor": [cursor]}, FakeReader(), CursorCodec(KEY))
+        list_events(
+            reader_token(["*"]), {**other, "cursor": [cursor]}, FakeReader(), CursorCodec(KEY)
+        )
     assert info.value.status == 400
 
 
@@ -211,7 +198,7 @@ def test_given_the_same_query_with_another_limit_when_the_cursor_is_used_then_it
     reader = FakeReader(events(9))
     cursor = _first_cursor({"workspace_id": ["ws-a"]}, reader)
     query = {"workspace_id": ["ws-a"], "cursor": [cursor], "limit": ["100"]}
-    page = list_events(token(), query, reader, CursorCodec(KEY))
+    page = list_events(reader_token(), query, reader, CursorCodec(KEY))
     assert len(page.items) == 7
 
 
@@ -222,7 +209,7 @@ def test_given_a_tampered_cursor_when_used_then_400(position):
     chars[position] = "A" if chars[position] != "A" else "B"
     with pytest.raises(InvalidCursor):
         list_events(
-            token(), {"workspace_id": ["ws-a"], "cursor": ["".join(chars)]}, FakeReader(),
+            reader_token(), {"workspace_id": ["ws-a"], "cursor": ["".join(chars)]}, FakeReader(),
             CursorCodec(KEY),
         )  # fmt: skip
 
@@ -231,7 +218,7 @@ def test_given_a_tampered_cursor_when_used_then_400(position):
 def test_given_garbage_as_cursor_when_used_then_400_not_500(cursor):
     with pytest.raises((InvalidCursor, InvalidQuery)):
         list_events(
-            token(), {"workspace_id": ["ws-a"], "cursor": [cursor + "x"]}, FakeReader(),
+            reader_token(), {"workspace_id": ["ws-a"], "cursor": [cursor + "x"]}, FakeReader(),
             CursorCodec(KEY),
         )  # fmt: skip
 
@@ -240,7 +227,7 @@ def test_given_a_cursor_signed_with_another_key_when_used_then_400():
     cursor = _first_cursor({"workspace_id": ["ws-a"]})
     with pytest.raises(InvalidCursor):
         list_events(
-            token(), {"workspace_id": ["ws-a"], "cursor": [cursor]}, FakeReader(),
+            reader_token(), {"workspace_id": ["ws-a"], "cursor": [cursor]}, FakeReader(),
             CursorCodec("z" * 40),
         )  # fmt: skip
 
@@ -248,16 +235,16 @@ def test_given_a_cursor_signed_with_another_key_when_used_then_400():
 def test_given_an_event_id_when_fetched_then_its_document_or_404_or_403():
     data = events(1) + events(1, "ws-b")
     reader = FakeReader(data)
-    assert json.loads(get_event(token(), str(data[0]["event_id"]), reader))["id"]
+    assert json.loads(get_event(reader_token(), str(data[0]["event_id"]), reader))["id"]
     with pytest.raises(WorkspaceForbidden):
-        get_event(token(), str(data[1]["event_id"]), reader)
+        get_event(reader_token(), str(data[1]["event_id"]), reader)
     with pytest.raises(NotFound) as info:
-        get_event(token(), str(uuid4()), reader)
+        get_event(reader_token(), str(uuid4()), reader)
     assert info.value.status == 404
     with pytest.raises(InvalidQuery):
-        get_event(token(), "not-a-uuid", reader)
+        get_event(reader_token(), "not-a-uuid", reader)
     with pytest.raises(MissingScope):
-        get_event(token(scopes=["dead_letters:read"]), str(data[0]["event_id"]), reader)
+        get_event(reader_token(scopes=["dead_letters:read"]), str(data[0]["event_id"]), reader)
 
 
 def letter(i, key=b"ws-a", value=b'{"password": "hunter2", "note": "AKIAABCDEFGHIJKLMNOP"}'):
@@ -267,7 +254,7 @@ def letter(i, key=b"ws-a", value=b'{"password": "hunter2", "note": "AKIAABCDEFGH
 
 def test_given_dead_letters_when_listed_then_raw_bytes_and_a_redacted_preview_are_shown():
     reader = FakeReader(letters=[letter(1), letter(2, key=b"ws-b")])
-    page = list_dead_letters(token(), {}, reader, CursorCodec(KEY))
+    page = list_dead_letters(reader_token(), {}, reader, CursorCodec(KEY))
     assert len(page.items) == 1  # the ws-a token sees ws-a's dead letters only
     item = json.loads(page.items[0])
     assert base64.b64decode(item["value_base64"]) == letter(1).value
@@ -275,21 +262,21 @@ def test_given_dead_letters_when_listed_then_raw_bytes_and_a_redacted_preview_ar
     assert "AKIAABCDEFGHIJKLMNOP" not in item["preview"]
     assert "[REDACTED:" in item["preview"]
     assert item["reason"] == "not a valid envelope"
-    everything = list_dead_letters(token(["*"]), {}, reader, CursorCodec(KEY))
+    everything = list_dead_letters(reader_token(["*"]), {}, reader, CursorCodec(KEY))
     assert len(everything.items) == 2
 
 
 def test_given_dead_letters_without_the_scope_when_listed_then_403():
     with pytest.raises(MissingScope) as info:
-        list_dead_letters(token(scopes=["events:read"]), {}, FakeReader(), CursorCodec(KEY))
+        list_dead_letters(reader_token(scopes=["events:read"]), {}, FakeReader(), CursorCodec(KEY))
     assert "dead_letters:read" in str(info.value)
 
 
 def test_given_a_dead_letter_cursor_of_a_wider_token_when_used_by_a_narrower_one_then_400():
     reader = FakeReader(letters=[letter(i) for i in range(5)])
-    page = list_dead_letters(token(["*"]), {"limit": ["2"]}, reader, CursorCodec(KEY))
+    page = list_dead_letters(reader_token(["*"]), {"limit": ["2"]}, reader, CursorCodec(KEY))
     with pytest.raises(InvalidCursor):
-        list_dead_letters(token(), {"cursor": [page.next_cursor]}, reader, CursorCodec(KEY))
+        list_dead_letters(reader_token(), {"cursor": [page.next_cursor]}, reader, CursorCodec(KEY))
 
 
 def test_given_a_secret_across_the_preview_cut_when_previewed_then_no_part_survives():

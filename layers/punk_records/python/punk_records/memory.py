@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -290,6 +290,7 @@ ChangeTarget = tuple[str, str | None]
 _BUCKETS = {bucket.value: bucket for bucket in Bucket}
 _CANDIDATE_FIELDS = ("key", "value", "bucket", "ttl_hours")
 _CHANGE_FIELDS = ("entry_id", "reason")
+_Model = TypeVar("_Model", bound=BaseModel)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
@@ -380,20 +381,30 @@ def _cached_problem(
     return None
 
 
+def _validated(
+    payload: Mapping[str, Any], model: type[_Model], fields: tuple[str, ...]
+) -> _Model | Invalid:
+    """``model``'s verdict on ``payload``: a rejection cached for its signature (the values of
+    ``fields``) when there is one, else a validation."""
+    signature = _signature(payload, fields)
+    if signature is not None:
+        problem = _cached_problem(model, signature)
+        if problem is not None:
+            return Invalid(problem)
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        return Invalid(_problem(exc))
+
+
 def candidate_payload(fact: Fact) -> Candidate | Invalid:
     """The candidate's payload, or why it is invalid (:class:`CandidatePayload` decides)."""
     plain = _plain_candidate(fact.payload)
     if plain is not None:
         return plain
-    signature = _signature(fact.payload, _CANDIDATE_FIELDS)
-    if signature is not None:
-        problem = _cached_problem(CandidatePayload, signature)
-        if problem is not None:
-            return Invalid(problem)
-    try:
-        parsed = CandidatePayload.model_validate(fact.payload)
-    except ValidationError as exc:
-        return Invalid(_problem(exc))
+    parsed = _validated(fact.payload, CandidatePayload, _CANDIDATE_FIELDS)
+    if isinstance(parsed, Invalid):
+        return parsed
     return Candidate(parsed.key, parsed.bucket, parsed.ttl_hours)
 
 
@@ -403,15 +414,9 @@ def change_payload(fact: Fact) -> ChangeTarget | Invalid:
     plain = _plain_change(fact.payload)
     if plain is not None:
         return plain
-    signature = _signature(fact.payload, _CHANGE_FIELDS)
-    if signature is not None:
-        problem = _cached_problem(ChangePayload, signature)
-        if problem is not None:
-            return Invalid(problem)
-    try:
-        parsed = ChangePayload.model_validate(fact.payload)
-    except ValidationError as exc:
-        return Invalid(_problem(exc))
+    parsed = _validated(fact.payload, ChangePayload, _CHANGE_FIELDS)
+    if isinstance(parsed, Invalid):
+        return parsed
     return parsed.entry_id, parsed.reason
 
 
