@@ -51,21 +51,18 @@ DEFAULT_LIMITS = Limits()
 
 
 class Record(NamedTuple):
-    """An accepted event: the redacted envelope and the exact Kafka record it travels as."""
+    """An accepted event: the redacted envelope, the exact Kafka record it travels as, and its
+    payload as compact UTF-8 JSON, exactly as inside ``value`` (what is stored)."""
 
     envelope: Envelope
     key: bytes
     value: bytes
+    payload_json: bytes
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
         """The record's headers (built on demand: the consumer never needs them)."""
         return self.envelope.kafka_headers()
-
-    @property
-    def payload_json(self) -> bytes:
-        """The payload as compact UTF-8 JSON, exactly as inside ``value`` (what is stored)."""
-        return self.value[self.value.index(_PAYLOAD_KEY) + len(_PAYLOAD_KEY) : -1]
 
     @property
     def size(self) -> int:
@@ -101,7 +98,7 @@ def record_size(
 def accept(envelope: Envelope, limits: Limits = DEFAULT_LIMITS) -> Record:
     """Redact ``envelope``, serialise it canonically and check every limit on those bytes.
 
-    The canonical bytes are written first and scanned once
+    The canonical bytes are written first and their payload is scanned once
     (:func:`~punk_records.redaction.payload_json_clean`): most events hold nothing to redact,
     and then the payload is never walked. Only an event the scan flags is redacted (and
     serialised again if that changed it).
@@ -111,26 +108,24 @@ def accept(envelope: Envelope, limits: Limits = DEFAULT_LIMITS) -> Record:
     ``max_record_bytes``. Neither can ever pass by retrying.
     """
     clean, value = envelope, envelope.kafka_value()
-    if not payload_json_clean(value):
-        clean = envelope.redacted()
+    payload = _payload_of(value)
+    if not payload_json_clean(payload):
+        clean = envelope.redacted(payload)
         if clean is not envelope:
             value = clean.kafka_value()
-    record = Record(clean, clean.kafka_key(), value)
-    # The whole value bounds the payload from above: most events skip the slice.
-    if len(record.value) > limits.max_payload_bytes:
-        payload_bytes = len(record.payload_json)
-        if payload_bytes > limits.max_payload_bytes:
-            raise InvalidEnvelope(
-                [
-                    {
-                        "loc": ["payload"],
-                        "msg": f"payload is {payload_bytes} bytes as stored (redacted, "
-                        f"canonical JSON); the limit is {limits.max_payload_bytes} "
-                        "(MAX_PAYLOAD_BYTES)",
-                        "type": "too_large",
-                    }
-                ]
-            )
+            payload = _payload_of(value)
+    record = Record(clean, clean.kafka_key(), value, payload)
+    if len(payload) > limits.max_payload_bytes:
+        raise InvalidEnvelope(
+            [
+                {
+                    "loc": ["payload"],
+                    "msg": f"payload is {len(payload)} bytes as stored (redacted, canonical "
+                    f"JSON); the limit is {limits.max_payload_bytes} (MAX_PAYLOAD_BYTES)",
+                    "type": "too_large",
+                }
+            ]
+        )
     # Most records are far below the limit: an upper bound spares building the headers.
     bound = _BATCH_OVERHEAD + len(record.key) + len(record.value) + _HEADERS_BOUND
     if bound > limits.max_record_bytes:
@@ -138,6 +133,11 @@ def accept(envelope: Envelope, limits: Limits = DEFAULT_LIMITS) -> Record:
         if size > limits.max_record_bytes:
             raise RecordTooLarge(size, limits.max_record_bytes)
     return record
+
+
+def _payload_of(value: bytes) -> bytes:
+    """The payload's JSON inside a canonical value (which ends with it)."""
+    return value[value.index(_PAYLOAD_KEY) + len(_PAYLOAD_KEY) : -1]
 
 
 def accept_all(envelopes: Sequence[Envelope], limits: Limits = DEFAULT_LIMITS) -> list[Record]:

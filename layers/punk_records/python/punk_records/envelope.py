@@ -223,10 +223,11 @@ class Envelope(BaseModel):
                 raise problem
         return value
 
-    def redacted(self) -> Envelope:
+    def redacted(self, flagged: bytes | None = None) -> Envelope:
         """This envelope with secrets removed from ``payload`` (idempotent); itself when there
-        is nothing to remove."""
-        clean = redact_if_needed(self.payload)
+        is nothing to remove. ``flagged``: the payload's compact JSON, already found not clean
+        (see :func:`~punk_records.redaction.redact_if_needed`)."""
+        clean = redact_if_needed(self.payload, flagged)
         if clean is None or clean == self.payload:
             return self
         return self.model_copy(update={"payload": clean})

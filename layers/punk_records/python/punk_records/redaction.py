@@ -1166,7 +1166,7 @@ def redact(value: Any) -> Any:
     return _copy(value, _redact_value(value)[0])
 
 
-def redact_if_needed(value: Any) -> Any | None:
+def redact_if_needed(value: Any, flagged: bytes | None = None) -> Any | None:
     """``redact(value)``, or None when that is sure to be an equal copy (no string holds a
     secret, no key names one, no name/value pair holds one): the common, clean payload is not
     copied at all.
@@ -1174,11 +1174,12 @@ def redact_if_needed(value: Any) -> Any | None:
     Serialising is C-speed and a walk over many small objects is not, so a value whose compact
     JSON one scan finds clean (``payload_json_clean``) is not walked, and in a large value the
     runs of list items that scan clean are not walked either: the copy shares them with
-    ``value`` (neither is ever mutated).
+    ``value`` (neither is ever mutated). ``flagged`` is ``value``'s compact JSON when the caller
+    already scanned it and found it not clean: it is neither serialised nor scanned again.
     """
-    data = _json(value)
+    data = _json(value) if flagged is None else flagged
     if data is not None:
-        if (_ENGINE or _engine()).raw_json_clean(data):
+        if flagged is None and (_ENGINE or _engine()).raw_json_clean(data):
             return None
         if len(data) >= _LARGE_JSON:
             value = _without_clean_runs(value)
@@ -1277,8 +1278,8 @@ def _json_clean(value: Any) -> bool:
 
 
 def payload_json_clean(data: bytes) -> bool:
-    """True when the JSON text ``data`` (an envelope as received) surely holds nothing to
-    redact: then ``redact_if_needed`` of its payload is None, without walking the payload.
+    """True when the JSON text ``data`` (a payload, or an envelope as received) surely holds
+    nothing to redact: then ``redact_if_needed`` of that payload is None, without walking it.
     False means "look": the full path decides."""
     return _engine().raw_json_clean(data)
 
