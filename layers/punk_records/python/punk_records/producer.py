@@ -118,9 +118,8 @@ def produce(
     too_large: list[Record] = []
     refused_by_broker = False
     for record in records:
-        event_id = str(record.envelope.event_id)
         if cause is not None:
-            not_acked.append(event_id)
+            not_acked.append(str(record.envelope.event_id))
             continue
         try:
             future = producer.send(
@@ -128,11 +127,11 @@ def produce(
             )
         except MessageSizeTooLargeError:
             too_large.append(record)
-            not_acked.append(event_id)
+            not_acked.append(str(record.envelope.event_id))
             continue
         except KafkaError as exc:
             cause = exc
-            not_acked.append(event_id)
+            not_acked.append(str(record.envelope.event_id))
             continue
         pending.append((record, future))
     for record, future in pending:

@@ -1110,10 +1110,11 @@ def _copy_list(items: list[Any], redacted: dict[str, str]) -> list[Any]:
                     result.append(_marker("private_key"))
                     continue
                 in_block = False
-            if _PEM_OPEN.search(item) and not _PEM_CLOSE.search(item):
+            if "-----BEGIN" in item and _PEM_OPEN.search(item) and not _PEM_CLOSE.search(item):
                 in_block = True
-        else:
-            in_block = False
+            result.append(redacted.get(item, item))
+            continue
+        in_block = False
         result.append(_copy(item, redacted))
     return result
 
