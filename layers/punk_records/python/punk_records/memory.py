@@ -702,6 +702,11 @@ class Touched:
         return bool(self.groups or self.decisions or self.invalid_rows)
 
     @property
+    def event_ids(self) -> set[UUID]:
+        """The ids of the events noted."""
+        return set().union(*self.noted.values())
+
+    @property
     def entries(self) -> set[Key]:
         """The entries the batch's events name."""
         return set(self.groups)

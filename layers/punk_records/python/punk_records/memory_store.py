@@ -5,9 +5,11 @@ and the digest that shows two projections are the same.
 one statement reads what the store held before the batch about every entry the batch
 touches (their candidates, promotions, retractions, decisions of their traces, events that
 reference them), the rules (:mod:`punk_records.memory`) refold each of those entries, and one
-statement writes the entries and the audit rows. A fixed number of statements whatever the
-batch size; the projection's workspaces are locked (a transaction-level advisory lock) so a
-replay or a redrive never interleaves with the consumer.
+statement upserts the entries and the audit rows. When the batch's events were all new to the
+store (the usual case), what they alone key (the entries of their candidates, the audit rows
+of their events) cannot exist yet and is inserted with COPY instead, the rest upserted. A fixed
+number of statements whatever the batch size; the projection's workspaces are locked (a
+transaction-level advisory lock) so a replay or a redrive never interleaves with the consumer.
 
 Bulk parameters travel as one text each (a JSON document, or a ``{...}`` array literal of
 UUIDs) that the server parses: psycopg's array dumper costs microseconds per element, more
@@ -17,6 +19,7 @@ than the statements themselves on a batch of thousands.
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -184,6 +187,37 @@ SELECT (SELECT count(*) FROM gone),
                  FROM (SELECT action, count(*) AS n FROM put WHERE fresh GROUP BY action) s),
                 '{{}}'::json)
 """
+
+# What a batch new to the store adds (see write()). The entries go through a staging table
+# (per connection, emptied at every commit) so that their values are copied from the events as
+# in _WRITE: sent from here, the server would parse each value's JSON again, which costs more
+# than the lookups.
+_STAGED_COLUMNS = (
+    "entry_id, workspace_id, key, bucket, status, confidence, trace_id, satellite_id,"
+    " created_at, updated_at, expires_at, last_event_id"
+)
+_STAGED_TYPES = (
+    "uuid", "text", "text", "text", "text", "float8", "uuid", "text", "timestamptz",
+    "timestamptz", "timestamptz", "uuid",
+)  # fmt: skip
+_CREATE_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS memory_entries_staging ON COMMIT DELETE ROWS"
+    f" AS SELECT {_STAGED_COLUMNS} FROM memory_entries WITH NO DATA"
+)
+_COPY_STAGING = f"COPY memory_entries_staging ({_STAGED_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_INSERT_STAGED = f"""
+INSERT INTO memory_entries ({_ENTRY_COLUMNS})
+SELECT s.entry_id, s.workspace_id, s.key,
+       coalesce((SELECT e.payload_json -> 'value' FROM events e WHERE e.event_id = s.entry_id),
+                '{{}}'::jsonb),
+       s.bucket, s.status, s.confidence, s.trace_id, s.satellite_id, s.created_at,
+       s.updated_at, s.expires_at, s.last_event_id
+FROM memory_entries_staging s
+"""
+_COPY_HISTORY = f"COPY memory_history ({_HISTORY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_HISTORY_TYPES = (
+    "uuid", "uuid", "text", "text", "text", "text", "timestamptz", "text", "text",
+)  # fmt: skip
 
 # One line per row, in a canonical text form, hashed in a fixed order: equal digests mean
 # equal projections. Timestamps as microseconds since the epoch (the session's time zone
@@ -370,7 +404,7 @@ def project_batch(
         return MemoryCounts()
     loaded = load_groups(conn, touched, rules, fresh)
     entries, rows = fold_groups(loaded.groups, loaded.decisions, touched.invalid_rows, rules)
-    counts = write(conn, entries, rows, loaded.stored)
+    counts = write(conn, entries, rows, loaded.stored, touched if fresh else None)
     counts.refolded = len(loaded.groups)
     return counts
 
@@ -380,12 +414,50 @@ def write(
     entries: Sequence[Entry],
     rows: Sequence[Change],
     groups: Collection[Key],
+    batch: Touched | None = None,
 ) -> MemoryCounts:
     """Upsert ``entries`` and ``rows``; withdraw the other audit rows of ``groups`` (except
-    rows keyed by their own event, which never change). One statement."""
+    rows keyed by their own event, which never change). One statement.
+
+    ``batch``: the :class:`Touched` of a batch whose events were all new to the store. The
+    entries of its candidates and the audit rows keyed by its events cannot exist yet: they
+    are inserted with COPY after that statement, without its conflict checks. A COPY that
+    meets one anyway (only a store that lost events it had projected could hold one) is
+    undone and they are upserted instead.
+    """
     counts = MemoryCounts()
-    if not (entries or rows or groups):
+    new_entries: list[Entry] = []
+    new_rows: list[Change] = []
+    if batch is not None:
+        candidates, ids = batch.candidates, batch.event_ids
+        new_entries = [e for e in entries if e.entry_id in candidates]
+        entries = [e for e in entries if e.entry_id not in candidates]
+        new_rows = [r for r in rows if r.event_id in ids]
+        rows = [r for r in rows if r.event_id not in ids]
+    if entries or rows or groups:
+        counts = _upsert(conn, entries, rows, groups)
+    if not (new_entries or new_rows):
         return counts
+    try:
+        with conn.transaction():  # a savepoint: a failed COPY leaves the transaction usable
+            _copy(conn, new_entries, new_rows)
+    except psycopg.errors.UniqueViolation:
+        added = _upsert(conn, new_entries, new_rows, ())
+    else:
+        added = MemoryCounts(new_rows=dict(Counter(r.action.value for r in new_rows)))
+    for action, n in added.new_rows.items():
+        counts.new_rows[action] = counts.new_rows.get(action, 0) + n
+    return counts
+
+
+def _upsert(
+    conn: psycopg.Connection,
+    entries: Sequence[Entry],
+    rows: Sequence[Change],
+    groups: Collection[Key],
+) -> MemoryCounts:
+    """:data:`_WRITE` of ``entries``, ``rows`` and ``groups``."""
+    counts = MemoryCounts()
     text = _TEXT
     result = conn.execute(
         _WRITE,
@@ -415,6 +487,37 @@ def write(
     assert result is not None
     counts.withdrawn, counts.new_rows = result[0], result[1]
     return counts
+
+
+def _copy(conn: psycopg.Connection, entries: Sequence[Entry], rows: Sequence[Change]) -> None:
+    """Insert ``entries`` (through the staging table) and ``rows`` with COPY."""
+    text = _TEXT
+    cursor = conn.cursor()
+    if entries:
+        conn.execute(_CREATE_STAGING)
+        with cursor.copy(_COPY_STAGING) as copy:
+            copy.set_types(_STAGED_TYPES)
+            write_row = copy.write_row
+            for e in entries:
+                write_row(
+                    (
+                        e.entry_id, e.workspace_id, e.key, text[e.bucket], text[e.status],
+                        e.confidence, e.trace_id, e.satellite_id, e.created_at, e.updated_at,
+                        e.expires_at, e.last_event_id,
+                    )
+                )  # fmt: skip
+        conn.execute(_INSERT_STAGED)
+    if rows:
+        with cursor.copy(_COPY_HISTORY) as copy:
+            copy.set_types(_HISTORY_TYPES)
+            write_row = copy.write_row
+            for r in rows:
+                write_row(
+                    (
+                        r.entry_id, r.event_id, r.workspace_id, text[r.action],
+                        text[r.from_status], text[r.to_status], r.at, r.satellite_id, r.reason,
+                    )
+                )  # fmt: skip
 
 
 def digest(conn: psycopg.Connection, workspace: str) -> Digest:
