@@ -170,7 +170,11 @@ class ChangePayload(BaseModel):
 
 @dataclass(slots=True)
 class Fact:
-    """One stored event as the projection sees it (``payload`` as stored, redacted)."""
+    """One stored event as the projection sees it (``payload`` as stored, redacted).
+
+    ``verdict`` keeps what :func:`candidate_payload` or :func:`change_payload` made of the
+    payload: the consumer reads a payload when it notes the event and again when it folds.
+    """
 
     event_id: UUID
     ts: datetime
@@ -180,6 +184,9 @@ class Fact:
     type: str
     confidence: float
     payload: Mapping[str, Any]
+    verdict: Candidate | ChangeTarget | Invalid | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def position(self) -> tuple[datetime, UUID]:
@@ -399,25 +406,32 @@ def _validated(
 
 def candidate_payload(fact: Fact) -> Candidate | Invalid:
     """The candidate's payload, or why it is invalid (:class:`CandidatePayload` decides)."""
-    plain = _plain_candidate(fact.payload)
-    if plain is not None:
-        return plain
-    parsed = _validated(fact.payload, CandidatePayload, _CANDIDATE_FIELDS)
-    if isinstance(parsed, Invalid):
-        return parsed
-    return Candidate(parsed.key, parsed.bucket, parsed.ttl_hours)
+    verdict = fact.verdict
+    if isinstance(verdict, Candidate | Invalid):
+        return verdict
+    found: Candidate | Invalid | None = _plain_candidate(fact.payload)
+    if found is None:
+        parsed = _validated(fact.payload, CandidatePayload, _CANDIDATE_FIELDS)
+        if isinstance(parsed, Invalid):
+            found = parsed
+        else:
+            found = Candidate(parsed.key, parsed.bucket, parsed.ttl_hours)
+    fact.verdict = found
+    return found
 
 
 def change_payload(fact: Fact) -> ChangeTarget | Invalid:
     """A promotion's or retraction's (entry id in lower case, reason), or why its payload is
     invalid (:class:`ChangePayload` decides)."""
-    plain = _plain_change(fact.payload)
-    if plain is not None:
-        return plain
-    parsed = _validated(fact.payload, ChangePayload, _CHANGE_FIELDS)
-    if isinstance(parsed, Invalid):
-        return parsed
-    return parsed.entry_id, parsed.reason
+    verdict = fact.verdict
+    if isinstance(verdict, tuple | Invalid):
+        return verdict
+    found: ChangeTarget | Invalid | None = _plain_change(fact.payload)
+    if found is None:
+        parsed = _validated(fact.payload, ChangePayload, _CHANGE_FIELDS)
+        found = parsed if isinstance(parsed, Invalid) else (parsed.entry_id, parsed.reason)
+    fact.verdict = found
+    return found
 
 
 def refs_of(payload: Mapping[str, Any]) -> frozenset[str]:

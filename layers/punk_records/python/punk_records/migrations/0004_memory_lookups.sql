@@ -1,4 +1,4 @@
--- Cheaper lookups for the memory projector (docs/memory.md "What it costs").
+-- Cheaper lookups and writes for the memory projector (docs/memory.md "Measured cost").
 
 -- The candidates of a trace, which a decision of that trace may auto-promote: a lookup of
 -- those alone rather than of every event of the trace (events_trace_id_idx) filtered by type.
@@ -11,3 +11,15 @@ CREATE INDEX events_candidate_trace_idx ON events (trace_id) WHERE type = 'memor
 -- The projector looks up references in every batch, right after inserting the batch.
 ALTER INDEX events_refs_idx SET (fastupdate = off);
 SELECT gin_clean_pending_list('events_refs_idx'::regclass);
+
+-- An entry's value is its candidate's payload.value, often near the size (2 kB) from which a
+-- row is compressed: lz4 compresses several times faster than the default pglz, and the
+-- consumer writes these values in the batch's transaction. Only the values written from now
+-- on use it; a server built without lz4 keeps pglz.
+DO $$
+BEGIN
+    ALTER TABLE memory_entries ALTER COLUMN value SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+    RAISE NOTICE 'lz4 is not supported by this server: memory_entries.value keeps pglz';
+END
+$$;
