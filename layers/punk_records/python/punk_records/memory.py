@@ -716,11 +716,6 @@ class Touched:
         return bool(self.groups or self.decisions or self.invalid_rows)
 
     @property
-    def event_ids(self) -> set[UUID]:
-        """The ids of the events noted."""
-        return set().union(*self.noted.values())
-
-    @property
     def entries(self) -> set[Key]:
         """The entries the batch's events name."""
         return set(self.groups)
@@ -749,6 +744,10 @@ def may_auto_promote(candidate: Fact, rules: MemoryRules) -> bool:
     return candidate.confidence >= rules.auto_promote_confidence
 
 
+# What folding one group gives: its entry (if any) and its audit rows.
+Folded = tuple[Entry | None, list[Change]]
+
+
 def fold_groups(
     groups: Mapping[Key, list[Fact]],
     decisions: Mapping[Key, list[Fact]],
@@ -757,10 +756,31 @@ def fold_groups(
 ) -> tuple[list[Entry], list[Change]]:
     """Fold every group with the decisions (per workspace and trace) that concern it: the
     entries and the audit rows, ``invalid_rows`` included once."""
+    return flatten(fold_each(groups, decisions, rules), invalid_rows)
+
+
+def fold_each(
+    groups: Mapping[Key, list[Fact]],
+    decisions: Mapping[Key, list[Fact]],
+    rules: MemoryRules,
+    keys: Iterable[Key] | None = None,
+) -> dict[Key, Folded]:
+    """:func:`fold_entry` of every group (of ``keys`` only, when given) with the decisions
+    (per workspace and trace) that concern it."""
+    return {
+        (workspace, entry_id): fold_entry(entry_id, workspace, groups[workspace, entry_id],
+                                          rules, decisions)
+        for workspace, entry_id in (groups if keys is None else keys)
+    }  # fmt: skip
+
+
+def flatten(
+    folded: Mapping[Key, Folded], invalid_rows: Mapping[UUID, Change]
+) -> tuple[list[Entry], list[Change]]:
+    """The entries and audit rows of ``folded``, ``invalid_rows`` included once."""
     entries: list[Entry] = []
     rows: list[Change] = list(invalid_rows.values())
-    for (workspace, entry_id), own in groups.items():
-        entry, changes = fold_entry(entry_id, workspace, own, rules, decisions)
+    for entry, changes in folded.values():
         if entry is not None:
             entries.append(entry)
         for change in changes:

@@ -6,7 +6,8 @@ one statement reads what the store held before the batch about every entry the b
 touches (their candidates, promotions, retractions, decisions of their traces, events that
 reference them), the rules (:mod:`punk_records.memory`) refold each of those entries, and one
 statement upserts the entries and the audit rows. When the batch's events were all new to the
-store (the usual case), what they alone key (the entries of their candidates, the audit rows
+store (the usual case), its entries are folded while that lookup runs (and those it extends
+folded again), and what its events alone key (the entries of their candidates, the audit rows
 of their events) cannot exist yet and is inserted with COPY instead, the rest upserted. A fixed
 number of statements whatever the batch size; the projection's workspaces are locked (a
 transaction-level advisory lock) so a replay or a redrive never interleaves with the consumer.
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC
 from enum import StrEnum
 from typing import Any
@@ -32,6 +33,7 @@ from psycopg import sql
 from pydantic_core import to_json
 
 from punk_records.memory import (
+    CANDIDATE,
     Action,
     Bucket,
     Change,
@@ -44,7 +46,8 @@ from punk_records.memory import (
     Status,
     Touched,
     change_payload,
-    fold_groups,
+    flatten,
+    fold_each,
     may_auto_promote,
     project,
     referenced,
@@ -303,21 +306,28 @@ class Groups:
     groups: dict[Key, list[Fact]]
     decisions: dict[Key, list[Fact]]
     stored: set[Key]
+    extended: set[Key] = field(default_factory=set)
 
 
 def load_groups(
-    conn: psycopg.Connection, touched: Touched, rules: MemoryRules, fresh: bool = False
+    conn: psycopg.Connection,
+    touched: Touched,
+    rules: MemoryRules,
+    fresh: bool = False,
+    meanwhile: Callable[[], object] | None = None,
 ) -> Groups:
     """Lock the workspaces ``touched`` concerns, then read what the projection of the entries
     it names depends on: one round trip (the lock and the lookup are pipelined; the lookup's
-    snapshot is taken once it holds the lock).
+    snapshot is taken once it holds the lock). ``meanwhile`` runs while the server works on
+    them, before their results are read.
 
     ``fresh`` says the batch's events were all new to the store: then they are taken as
     noted in ``touched`` (whose groups this extends) and only what was stored before is read,
     and only where it can matter: nothing for an entry whose id is a candidate of another
     workspace in the batch (no such entry exists here, what names it is refused either way),
     no decisions nor references for a candidate of the batch below the auto-promotion
-    confidence. Otherwise every event is read back from the store.
+    confidence. The groups that what was read extends (or whose candidate's trace has a
+    decision read) are ``extended``. Otherwise every event is read back from the store.
     """
     if fresh:
         groups, decisions = touched.groups, touched.decisions
@@ -343,6 +353,8 @@ def load_groups(
     with conn.pipeline():
         lock_workspaces(conn, touched.workspaces)
         if not (changed or decided):
+            if meanwhile is not None:
+                meanwhile()
             return Groups(groups, decisions, set())
         cursor = conn.execute(
             _LOAD_ENTRIES,
@@ -360,7 +372,10 @@ def load_groups(
             },
             prepare=False,
         )
-    rows = [(row[0], _fact(row, 1)) for row in cursor.fetchall()]
+        if meanwhile is not None:
+            meanwhile()
+        found = cursor.fetchall()
+    rows = [(row[0], _fact(row, 1)) for row in found]
     stored: set[Key] = set()
     for role, fact in rows:
         if role == "c":
@@ -374,24 +389,37 @@ def load_groups(
                 groups[key] = []
             groups[key].append(fact)
             stored.add(key)
+    extended = set(stored)
+    decided_before: set[Key] = set()
     for role, fact in rows:
         workspace = fact.workspace_id
         if role == "p":
             change = change_payload(fact)
             if type(change) is tuple:
-                _add(groups, (workspace, UUID(change[0])), fact)
+                _add(groups, (workspace, UUID(change[0])), fact, extended)
         elif role == "r":
             for entry_id in referenced(fact.payload):
-                _add(groups, (workspace, entry_id), fact)
+                _add(groups, (workspace, entry_id), fact, extended)
         elif role == "d":
             decisions.setdefault((workspace, fact.trace_id), []).append(fact)
-    return Groups(groups, decisions, stored)
+            decided_before.add((workspace, fact.trace_id))
+    if decided_before:
+        extended.update(
+            key
+            for key, facts in groups.items()
+            if any(
+                f.type == CANDIDATE and (f.workspace_id, f.trace_id) in decided_before
+                for f in facts
+            )
+        )
+    return Groups(groups, decisions, stored, extended)
 
 
-def _add(groups: dict[Key, list[Fact]], key: Key, fact: Fact) -> None:
+def _add(groups: dict[Key, list[Fact]], key: Key, fact: Fact, extended: set[Key]) -> None:
     group = groups.get(key)
     if group is not None:
         group.append(fact)
+        extended.add(key)
 
 
 def project_batch(
@@ -402,8 +430,21 @@ def project_batch(
     psycopg errors (the caller's transaction then rolls back)."""
     if not touched:
         return MemoryCounts()
-    loaded = load_groups(conn, touched, rules, fresh)
-    entries, rows = fold_groups(loaded.groups, loaded.decisions, touched.invalid_rows, rules)
+    if not fresh:
+        loaded = load_groups(conn, touched, rules)
+        folded = fold_each(loaded.groups, loaded.decisions, rules)
+    else:
+        # The batch's own groups are folded while the server looks up what came before;
+        # only those the lookup extends are folded again.
+        folded = {}
+
+        def fold_batch() -> None:
+            folded.update(fold_each(touched.groups, touched.decisions, rules))
+
+        loaded = load_groups(conn, touched, rules, fresh, meanwhile=fold_batch)
+        if loaded.extended:
+            folded.update(fold_each(loaded.groups, loaded.decisions, rules, loaded.extended))
+    entries, rows = flatten(folded, touched.invalid_rows)
     counts = write(conn, entries, rows, loaded.stored, touched if fresh else None)
     counts.refolded = len(loaded.groups)
     return counts
@@ -429,11 +470,16 @@ def write(
     new_entries: list[Entry] = []
     new_rows: list[Change] = []
     if batch is not None:
-        candidates, ids = batch.candidates, batch.event_ids
-        new_entries = [e for e in entries if e.entry_id in candidates]
-        entries = [e for e in entries if e.entry_id not in candidates]
-        new_rows = [r for r in rows if r.event_id in ids]
-        rows = [r for r in rows if r.event_id not in ids]
+        # An entry's id is its candidate's event id. UUIDs as integers: hashing a UUID runs
+        # Python code, hashing an int does not.
+        ids = {event_id.int for noted in batch.noted.values() for event_id in noted}
+        old_entries: list[Entry] = []
+        old_rows: list[Change] = []
+        for e in entries:
+            (new_entries if e.entry_id.int in ids else old_entries).append(e)
+        for r in rows:
+            (new_rows if r.event_id.int in ids else old_rows).append(r)
+        entries, rows = old_entries, old_rows
     if entries or rows or groups:
         counts = _upsert(conn, entries, rows, groups)
     if not (new_entries or new_rows):
