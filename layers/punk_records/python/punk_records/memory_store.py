@@ -76,10 +76,12 @@ _FACT_COLUMNS = """e.event_id, e.ts, e.workspace_id, e.satellite_id, e.trace_id,
 # them or %(changed)s; 'r': the events whose refs list them (when they may be auto-promoted)
 # or %(referenced)s; 'd': the decisions of their traces (likewise) or of %(traces)s. The
 # batch's own events (%(known_*)s, one hashed anti-join per branch) are excepted. Every
-# branch is an index lookup by an array (primary key, events_trace_id_idx,
-# events_memory_change_idx, events_refs_idx) that the planner sees as a parameter,
-# (SELECT ...): its plan neither depends on the table's statistics (a stale one made a
-# 10,000-row table a sequential scan) nor costs a selectivity estimate per element.
+# branch is an index lookup by an array (primary key, events_candidate_trace_idx,
+# events_memory_change_idx, events_refs_idx, events_trace_id_idx) that the planner sees as a
+# parameter, (SELECT ...): its plan neither depends on the table's statistics (a stale one
+# made a 10,000-row table a sequential scan) nor costs a selectivity estimate per element.
+# Entry ids compared as text are sent as uuid[] all the same (UUID.hex is cheaper to spell
+# than str(UUID)) and spelled by the server.
 _LOAD_ENTRIES_TEMPLATE = """
 WITH candidates AS MATERIALIZED (
     SELECT * FROM events e
@@ -97,13 +99,15 @@ UNION ALL
 SELECT 'p', {columns} FROM events e
 WHERE e.type IN ('memory.promoted', 'memory.retracted')
   AND lower(e.payload_json ->> 'entry_id') = ANY(
-      (SELECT %(changed)s::text[] || ARRAY(SELECT event_id::text FROM candidates))::text[])
+      (SELECT ARRAY(SELECT unnest(%(changed)s::uuid[])::text)
+              || ARRAY(SELECT event_id::text FROM candidates))::text[])
   AND e.event_id NOT IN (SELECT unnest(%(known_p)s::uuid[]))
 UNION ALL
 SELECT 'r', {columns} FROM events e
 WHERE e.payload_json ? 'refs'
   AND (e.payload_json -> 'refs')
-      ?| (SELECT %(referenced)s::text[] || ARRAY(SELECT event_id::text FROM promotable))
+      ?| (SELECT ARRAY(SELECT unnest(%(referenced)s::uuid[])::text)
+                 || ARRAY(SELECT event_id::text FROM promotable))
   AND e.event_id NOT IN (SELECT unnest(%(known_r)s::uuid[]))
 UNION ALL
 SELECT 'd', {columns} FROM events e
@@ -285,11 +289,6 @@ def uuid_array(values: Iterable[UUID]) -> str:
     return "{" + ",".join([value.hex for value in values]) + "}"
 
 
-def text_array(values: Iterable[UUID]) -> str:
-    """``values`` as one text[] literal of their canonical spelling."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
 # The enums as plain text: pydantic_core serialises a str faster than a str enum.
 _TEXT: dict[StrEnum | None, str | None] = {
     None: None,
@@ -362,8 +361,8 @@ def load_groups(
                 "ids": uuid_array(ids),
                 "decided": uuid_array(decided),
                 "confidence": rules.auto_promote_confidence,
-                "changed": text_array(changed),
-                "referenced": text_array(refs),
+                "changed": uuid_array(changed),
+                "referenced": uuid_array(refs),
                 "traces": uuid_array(traces),
                 **{
                     f"known_{role}": uuid_array(noted if fresh else ())
