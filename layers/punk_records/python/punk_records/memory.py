@@ -703,7 +703,7 @@ class Touched:
 
     def add_envelope(self, envelope: Envelope) -> None:
         """Note one event of a batch: nearly free for the events memory does not concern."""
-        if envelope.type in _NOTED_TYPES or "refs" in envelope.payload:
+        if concerns_memory(envelope):
             self.add(
                 Fact(
                     envelope.event_id, envelope.ts, envelope.workspace_id,
@@ -736,6 +736,11 @@ class Touched:
         found = {ws for ws, _ in self.groups} | {ws for ws, _ in self.decisions}
         found.update(change.workspace_id for change in self.invalid_rows.values())
         return sorted(found)
+
+
+def concerns_memory(envelope: Envelope) -> bool:
+    """Whether the projection may read this event (the others are not noted)."""
+    return envelope.type in _NOTED_TYPES or "refs" in envelope.payload
 
 
 def may_auto_promote(candidate: Fact, rules: MemoryRules) -> bool:
