@@ -642,7 +642,7 @@ class _Fold:
 
 @dataclass(slots=True)
 class Touched:
-    """What a batch's events may change, noted as they stream by.
+    """What a batch's events may change, noted once they are written.
 
     ``groups``: per (workspace, entry id), the batch's events that concern that entry (its
     candidate, the promotions/retractions naming it, the events whose refs list it);
