@@ -115,3 +115,55 @@ def test_given_invalid_payloads_then_each_is_counted_once_even_when_redelivered(
         "7a6b5c4d3e2f",
         "invalid payload: key: Field required",
     ]
+
+
+def test_given_events_lost_after_their_projection_when_delivered_again_then_it_is_kept_as_is(
+    store: EventStore, db: psycopg.Connection
+) -> None:
+    # A batch new to the store COPies its entries and audit rows, which cannot exist yet
+    # unless the store lost events it had projected: then they are upserted instead.
+    candidate = event("memory.candidate", {"key": "k"}, ts="2026-11-26T06:00:00Z")
+    promotion = event(
+        "memory.promoted", {"entry_id": candidate["event_id"]}, ts="2026-11-26T07:00:00Z"
+    )
+    deliver(store, [candidate, promotion])
+    before = history(db)
+    db.execute("DELETE FROM events")
+
+    again = deliver(store, [candidate, promotion], first_offset=2)
+
+    assert again.inserted == 2
+    assert again.memory.metrics()["MemoryEntriesCreated"] == 0
+    assert history(db) == before
+    assert db.execute("SELECT status, value FROM memory_entries").fetchall() == [("promoted", {})]
+
+
+@pytest.mark.parametrize("earlier", ["decision", "references", "promotion"])
+def test_given_events_stored_before_a_late_candidate_then_its_new_batch_applies_them(
+    store: EventStore, db: psycopg.Connection, earlier: str
+) -> None:
+    # A batch new to the store is folded while the earlier events are looked up; the
+    # entries those events concern are folded again with them.
+    trace = str(uuid.uuid4())
+    candidate = event(
+        "memory.candidate", {"key": "k"}, ts="2026-11-26T06:00:00Z", trace_id=trace,
+        confidence=0.9,
+    )  # fmt: skip
+    cid = candidate["event_id"]
+    stored = {
+        "decision": [event("decision.recorded", {}, ts="2026-11-26T07:00:00Z", trace_id=trace)],
+        "references": [
+            event("finding.logged", {"refs": [cid]}, ts=f"2026-11-26T0{hour}:00:00Z")
+            for hour in (7, 8)
+        ],
+        "promotion": [event("memory.promoted", {"entry_id": cid}, ts="2026-11-26T07:00:00Z")],
+    }[earlier]
+    deliver(store, stored)
+
+    deliver(store, [candidate], first_offset=len(stored))
+
+    trigger = stored[-1]["event_id"]
+    assert (cid, trigger, "promoted", "candidate") in history(db)
+    assert db.execute("SELECT status, last_event_id::text FROM memory_entries").fetchall() == [
+        ("promoted", trigger)
+    ]

@@ -79,7 +79,7 @@ def test_given_a_batch_of_targets_then_loading_their_events_uses_indexes(populat
     )
     assert '"Seq Scan"' not in document
     for index in ("events_pkey", "events_memory_change_idx", "events_refs_idx",
-                  "events_trace_id_idx"):  # fmt: skip
+                  "events_trace_id_idx", "events_candidate_trace_idx"):  # fmt: skip
         assert index in document
 
 

@@ -34,6 +34,7 @@ def test_given_fresh_database_when_migrated_then_tables_and_indexes_exist(postgr
             "0001_initial.sql",
             "0002_read_api.sql",
             "0003_memory.sql",
+            "0004_memory_lookups.sql",
         ]
         indexes = {
             row[0]
@@ -42,6 +43,11 @@ def test_given_fresh_database_when_migrated_then_tables_and_indexes_exist(postgr
         reader_may_select = conn.execute(
             "SELECT has_table_privilege('punk_records_reader', 'events', 'SELECT'),"
             " has_table_privilege('punk_records_reader', 'events', 'INSERT')"
+        ).fetchone()
+        storage = conn.execute(
+            "SELECT (SELECT reloptions FROM pg_class WHERE relname = 'events_refs_idx'),"
+            " (SELECT attcompression FROM pg_attribute"
+            "  WHERE attrelid = 'memory_entries'::regclass AND attname = 'value')"
         ).fetchone()
     assert indexes == {
         "events_pkey",
@@ -53,8 +59,11 @@ def test_given_fresh_database_when_migrated_then_tables_and_indexes_exist(postgr
         "events_trace_id_idx",
         "events_memory_change_idx",
         "events_refs_idx",
+        "events_candidate_trace_idx",
     }
     assert reader_may_select == (True, False)
+    # (PostgreSQL's Debian package, here and in CI, is built with lz4)
+    assert storage == (["fastupdate=off"], "l")
 
 
 def test_given_batch_with_duplicates_when_written_then_each_event_stored_once(db):

@@ -170,7 +170,11 @@ class ChangePayload(BaseModel):
 
 @dataclass(slots=True)
 class Fact:
-    """One stored event as the projection sees it (``payload`` as stored, redacted)."""
+    """One stored event as the projection sees it (``payload`` as stored, redacted).
+
+    ``verdict`` keeps what :func:`candidate_payload` or :func:`change_payload` made of the
+    payload: the consumer reads a payload when it notes the event and again when it folds.
+    """
 
     event_id: UUID
     ts: datetime
@@ -180,6 +184,9 @@ class Fact:
     type: str
     confidence: float
     payload: Mapping[str, Any]
+    verdict: Candidate | ChangeTarget | Invalid | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def position(self) -> tuple[datetime, UUID]:
@@ -399,25 +406,32 @@ def _validated(
 
 def candidate_payload(fact: Fact) -> Candidate | Invalid:
     """The candidate's payload, or why it is invalid (:class:`CandidatePayload` decides)."""
-    plain = _plain_candidate(fact.payload)
-    if plain is not None:
-        return plain
-    parsed = _validated(fact.payload, CandidatePayload, _CANDIDATE_FIELDS)
-    if isinstance(parsed, Invalid):
-        return parsed
-    return Candidate(parsed.key, parsed.bucket, parsed.ttl_hours)
+    verdict = fact.verdict
+    if isinstance(verdict, Candidate | Invalid):
+        return verdict
+    found: Candidate | Invalid | None = _plain_candidate(fact.payload)
+    if found is None:
+        parsed = _validated(fact.payload, CandidatePayload, _CANDIDATE_FIELDS)
+        if isinstance(parsed, Invalid):
+            found = parsed
+        else:
+            found = Candidate(parsed.key, parsed.bucket, parsed.ttl_hours)
+    fact.verdict = found
+    return found
 
 
 def change_payload(fact: Fact) -> ChangeTarget | Invalid:
     """A promotion's or retraction's (entry id in lower case, reason), or why its payload is
     invalid (:class:`ChangePayload` decides)."""
-    plain = _plain_change(fact.payload)
-    if plain is not None:
-        return plain
-    parsed = _validated(fact.payload, ChangePayload, _CHANGE_FIELDS)
-    if isinstance(parsed, Invalid):
-        return parsed
-    return parsed.entry_id, parsed.reason
+    verdict = fact.verdict
+    if isinstance(verdict, tuple | Invalid):
+        return verdict
+    found: ChangeTarget | Invalid | None = _plain_change(fact.payload)
+    if found is None:
+        parsed = _validated(fact.payload, ChangePayload, _CHANGE_FIELDS)
+        found = parsed if isinstance(parsed, Invalid) else (parsed.entry_id, parsed.reason)
+    fact.verdict = found
+    return found
 
 
 def refs_of(payload: Mapping[str, Any]) -> frozenset[str]:
@@ -628,7 +642,7 @@ class _Fold:
 
 @dataclass(slots=True)
 class Touched:
-    """What a batch's events may change, noted as they stream by.
+    """What a batch's events may change, noted once they are written.
 
     ``groups``: per (workspace, entry id), the batch's events that concern that entry (its
     candidate, the promotions/retractions naming it, the events whose refs list it);
@@ -689,7 +703,7 @@ class Touched:
 
     def add_envelope(self, envelope: Envelope) -> None:
         """Note one event of a batch: nearly free for the events memory does not concern."""
-        if envelope.type in _NOTED_TYPES or "refs" in envelope.payload:
+        if concerns_memory(envelope):
             self.add(
                 Fact(
                     envelope.event_id, envelope.ts, envelope.workspace_id,
@@ -724,10 +738,19 @@ class Touched:
         return sorted(found)
 
 
+def concerns_memory(envelope: Envelope) -> bool:
+    """Whether the projection may read this event (the others are not noted)."""
+    return envelope.type in _NOTED_TYPES or "refs" in envelope.payload
+
+
 def may_auto_promote(candidate: Fact, rules: MemoryRules) -> bool:
     """Whether decisions and references can matter to the entry of ``candidate`` (a valid
     candidate): only when its confidence reaches the threshold."""
     return candidate.confidence >= rules.auto_promote_confidence
+
+
+# What folding one group gives: its entry (if any) and its audit rows.
+Folded = tuple[Entry | None, list[Change]]
 
 
 def fold_groups(
@@ -738,10 +761,31 @@ def fold_groups(
 ) -> tuple[list[Entry], list[Change]]:
     """Fold every group with the decisions (per workspace and trace) that concern it: the
     entries and the audit rows, ``invalid_rows`` included once."""
+    return flatten(fold_each(groups, decisions, rules), invalid_rows)
+
+
+def fold_each(
+    groups: Mapping[Key, list[Fact]],
+    decisions: Mapping[Key, list[Fact]],
+    rules: MemoryRules,
+    keys: Iterable[Key] | None = None,
+) -> dict[Key, Folded]:
+    """:func:`fold_entry` of every group (of ``keys`` only, when given) with the decisions
+    (per workspace and trace) that concern it."""
+    return {
+        (workspace, entry_id): fold_entry(entry_id, workspace, groups[workspace, entry_id],
+                                          rules, decisions)
+        for workspace, entry_id in (groups if keys is None else keys)
+    }  # fmt: skip
+
+
+def flatten(
+    folded: Mapping[Key, Folded], invalid_rows: Mapping[UUID, Change]
+) -> tuple[list[Entry], list[Change]]:
+    """The entries and audit rows of ``folded``, ``invalid_rows`` included once."""
     entries: list[Entry] = []
     rows: list[Change] = list(invalid_rows.values())
-    for (workspace, entry_id), own in groups.items():
-        entry, changes = fold_entry(entry_id, workspace, own, rules, decisions)
+    for entry, changes in folded.values():
         if entry is not None:
             entries.append(entry)
         for change in changes:

@@ -5,9 +5,12 @@ and the digest that shows two projections are the same.
 one statement reads what the store held before the batch about every entry the batch
 touches (their candidates, promotions, retractions, decisions of their traces, events that
 reference them), the rules (:mod:`punk_records.memory`) refold each of those entries, and one
-statement writes the entries and the audit rows. A fixed number of statements whatever the
-batch size; the projection's workspaces are locked (a transaction-level advisory lock) so a
-replay or a redrive never interleaves with the consumer.
+statement upserts the entries and the audit rows. When the batch's events were all new to the
+store (the usual case), its entries are folded while that lookup runs (and those it extends
+folded again), and what its events alone key (the entries of their candidates, the audit rows
+of their events) cannot exist yet and is inserted with COPY instead, the rest upserted. A fixed
+number of statements whatever the batch size; the projection's workspaces are locked (a
+transaction-level advisory lock) so a replay or a redrive never interleaves with the consumer.
 
 Bulk parameters travel as one text each (a JSON document, or a ``{...}`` array literal of
 UUIDs) that the server parses: psycopg's array dumper costs microseconds per element, more
@@ -17,8 +20,9 @@ than the statements themselves on a batch of thousands.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC
 from enum import StrEnum
 from typing import Any
@@ -29,6 +33,7 @@ from psycopg import sql
 from pydantic_core import to_json
 
 from punk_records.memory import (
+    CANDIDATE,
     Action,
     Bucket,
     Change,
@@ -41,7 +46,8 @@ from punk_records.memory import (
     Status,
     Touched,
     change_payload,
-    fold_groups,
+    flatten,
+    fold_each,
     may_auto_promote,
     project,
     referenced,
@@ -70,10 +76,12 @@ _FACT_COLUMNS = """e.event_id, e.ts, e.workspace_id, e.satellite_id, e.trace_id,
 # them or %(changed)s; 'r': the events whose refs list them (when they may be auto-promoted)
 # or %(referenced)s; 'd': the decisions of their traces (likewise) or of %(traces)s. The
 # batch's own events (%(known_*)s, one hashed anti-join per branch) are excepted. Every
-# branch is an index lookup by an array (primary key, events_trace_id_idx,
-# events_memory_change_idx, events_refs_idx) that the planner sees as a parameter,
-# (SELECT ...): its plan neither depends on the table's statistics (a stale one made a
-# 10,000-row table a sequential scan) nor costs a selectivity estimate per element.
+# branch is an index lookup by an array (primary key, events_candidate_trace_idx,
+# events_memory_change_idx, events_refs_idx, events_trace_id_idx) that the planner sees as a
+# parameter, (SELECT ...): its plan neither depends on the table's statistics (a stale one
+# made a 10,000-row table a sequential scan) nor costs a selectivity estimate per element.
+# Entry ids compared as text are sent as uuid[] all the same (UUID.hex is cheaper to spell
+# than str(UUID)) and spelled by the server.
 _LOAD_ENTRIES_TEMPLATE = """
 WITH candidates AS MATERIALIZED (
     SELECT * FROM events e
@@ -91,13 +99,15 @@ UNION ALL
 SELECT 'p', {columns} FROM events e
 WHERE e.type IN ('memory.promoted', 'memory.retracted')
   AND lower(e.payload_json ->> 'entry_id') = ANY(
-      (SELECT %(changed)s::text[] || ARRAY(SELECT event_id::text FROM candidates))::text[])
+      (SELECT ARRAY(SELECT unnest(%(changed)s::uuid[])::text)
+              || ARRAY(SELECT event_id::text FROM candidates))::text[])
   AND e.event_id NOT IN (SELECT unnest(%(known_p)s::uuid[]))
 UNION ALL
 SELECT 'r', {columns} FROM events e
 WHERE e.payload_json ? 'refs'
   AND (e.payload_json -> 'refs')
-      ?| (SELECT %(referenced)s::text[] || ARRAY(SELECT event_id::text FROM promotable))
+      ?| (SELECT ARRAY(SELECT unnest(%(referenced)s::uuid[])::text)
+                 || ARRAY(SELECT event_id::text FROM promotable))
   AND e.event_id NOT IN (SELECT unnest(%(known_r)s::uuid[]))
 UNION ALL
 SELECT 'd', {columns} FROM events e
@@ -185,6 +195,37 @@ SELECT (SELECT count(*) FROM gone),
                 '{{}}'::json)
 """
 
+# What a batch new to the store adds (see write()). The entries go through a staging table
+# (per connection, emptied at every commit) so that their values are copied from the events as
+# in _WRITE: sent from here, the server would parse each value's JSON again, which costs more
+# than the lookups.
+_STAGED_COLUMNS = (
+    "entry_id, workspace_id, key, bucket, status, confidence, trace_id, satellite_id,"
+    " created_at, updated_at, expires_at, last_event_id"
+)
+_STAGED_TYPES = (
+    "uuid", "text", "text", "text", "text", "float8", "uuid", "text", "timestamptz",
+    "timestamptz", "timestamptz", "uuid",
+)  # fmt: skip
+_CREATE_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS memory_entries_staging ON COMMIT DELETE ROWS"
+    f" AS SELECT {_STAGED_COLUMNS} FROM memory_entries WITH NO DATA"
+)
+_COPY_STAGING = f"COPY memory_entries_staging ({_STAGED_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_INSERT_STAGED = f"""
+INSERT INTO memory_entries ({_ENTRY_COLUMNS})
+SELECT s.entry_id, s.workspace_id, s.key,
+       coalesce((SELECT e.payload_json -> 'value' FROM events e WHERE e.event_id = s.entry_id),
+                '{{}}'::jsonb),
+       s.bucket, s.status, s.confidence, s.trace_id, s.satellite_id, s.created_at,
+       s.updated_at, s.expires_at, s.last_event_id
+FROM memory_entries_staging s
+"""
+_COPY_HISTORY = f"COPY memory_history ({_HISTORY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_HISTORY_TYPES = (
+    "uuid", "uuid", "text", "text", "text", "text", "timestamptz", "text", "text",
+)  # fmt: skip
+
 # One line per row, in a canonical text form, hashed in a fixed order: equal digests mean
 # equal projections. Timestamps as microseconds since the epoch (the session's time zone
 # does not matter), nullable text quoted.
@@ -248,11 +289,6 @@ def uuid_array(values: Iterable[UUID]) -> str:
     return "{" + ",".join([value.hex for value in values]) + "}"
 
 
-def text_array(values: Iterable[UUID]) -> str:
-    """``values`` as one text[] literal of their canonical spelling."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
 # The enums as plain text: pydantic_core serialises a str faster than a str enum.
 _TEXT: dict[StrEnum | None, str | None] = {
     None: None,
@@ -269,21 +305,28 @@ class Groups:
     groups: dict[Key, list[Fact]]
     decisions: dict[Key, list[Fact]]
     stored: set[Key]
+    extended: set[Key] = field(default_factory=set)
 
 
 def load_groups(
-    conn: psycopg.Connection, touched: Touched, rules: MemoryRules, fresh: bool = False
+    conn: psycopg.Connection,
+    touched: Touched,
+    rules: MemoryRules,
+    fresh: bool = False,
+    meanwhile: Callable[[], object] | None = None,
 ) -> Groups:
     """Lock the workspaces ``touched`` concerns, then read what the projection of the entries
     it names depends on: one round trip (the lock and the lookup are pipelined; the lookup's
-    snapshot is taken once it holds the lock).
+    snapshot is taken once it holds the lock). ``meanwhile`` runs while the server works on
+    them, before their results are read.
 
     ``fresh`` says the batch's events were all new to the store: then they are taken as
     noted in ``touched`` (whose groups this extends) and only what was stored before is read,
     and only where it can matter: nothing for an entry whose id is a candidate of another
     workspace in the batch (no such entry exists here, what names it is refused either way),
     no decisions nor references for a candidate of the batch below the auto-promotion
-    confidence. Otherwise every event is read back from the store.
+    confidence. The groups that what was read extends (or whose candidate's trace has a
+    decision read) are ``extended``. Otherwise every event is read back from the store.
     """
     if fresh:
         groups, decisions = touched.groups, touched.decisions
@@ -309,6 +352,8 @@ def load_groups(
     with conn.pipeline():
         lock_workspaces(conn, touched.workspaces)
         if not (changed or decided):
+            if meanwhile is not None:
+                meanwhile()
             return Groups(groups, decisions, set())
         cursor = conn.execute(
             _LOAD_ENTRIES,
@@ -316,8 +361,8 @@ def load_groups(
                 "ids": uuid_array(ids),
                 "decided": uuid_array(decided),
                 "confidence": rules.auto_promote_confidence,
-                "changed": text_array(changed),
-                "referenced": text_array(refs),
+                "changed": uuid_array(changed),
+                "referenced": uuid_array(refs),
                 "traces": uuid_array(traces),
                 **{
                     f"known_{role}": uuid_array(noted if fresh else ())
@@ -326,7 +371,10 @@ def load_groups(
             },
             prepare=False,
         )
-    rows = [(row[0], _fact(row, 1)) for row in cursor.fetchall()]
+        if meanwhile is not None:
+            meanwhile()
+        found = cursor.fetchall()
+    rows = [(row[0], _fact(row, 1)) for row in found]
     stored: set[Key] = set()
     for role, fact in rows:
         if role == "c":
@@ -340,24 +388,37 @@ def load_groups(
                 groups[key] = []
             groups[key].append(fact)
             stored.add(key)
+    extended = set(stored)
+    decided_before: set[Key] = set()
     for role, fact in rows:
         workspace = fact.workspace_id
         if role == "p":
             change = change_payload(fact)
             if type(change) is tuple:
-                _add(groups, (workspace, UUID(change[0])), fact)
+                _add(groups, (workspace, UUID(change[0])), fact, extended)
         elif role == "r":
             for entry_id in referenced(fact.payload):
-                _add(groups, (workspace, entry_id), fact)
+                _add(groups, (workspace, entry_id), fact, extended)
         elif role == "d":
             decisions.setdefault((workspace, fact.trace_id), []).append(fact)
-    return Groups(groups, decisions, stored)
+            decided_before.add((workspace, fact.trace_id))
+    if decided_before:
+        extended.update(
+            key
+            for key, facts in groups.items()
+            if any(
+                f.type == CANDIDATE and (f.workspace_id, f.trace_id) in decided_before
+                for f in facts
+            )
+        )
+    return Groups(groups, decisions, stored, extended)
 
 
-def _add(groups: dict[Key, list[Fact]], key: Key, fact: Fact) -> None:
+def _add(groups: dict[Key, list[Fact]], key: Key, fact: Fact, extended: set[Key]) -> None:
     group = groups.get(key)
     if group is not None:
         group.append(fact)
+        extended.add(key)
 
 
 def project_batch(
@@ -368,9 +429,22 @@ def project_batch(
     psycopg errors (the caller's transaction then rolls back)."""
     if not touched:
         return MemoryCounts()
-    loaded = load_groups(conn, touched, rules, fresh)
-    entries, rows = fold_groups(loaded.groups, loaded.decisions, touched.invalid_rows, rules)
-    counts = write(conn, entries, rows, loaded.stored)
+    if not fresh:
+        loaded = load_groups(conn, touched, rules)
+        folded = fold_each(loaded.groups, loaded.decisions, rules)
+    else:
+        # The batch's own groups are folded while the server looks up what came before;
+        # only those the lookup extends are folded again.
+        folded = {}
+
+        def fold_batch() -> None:
+            folded.update(fold_each(touched.groups, touched.decisions, rules))
+
+        loaded = load_groups(conn, touched, rules, fresh, meanwhile=fold_batch)
+        if loaded.extended:
+            folded.update(fold_each(loaded.groups, loaded.decisions, rules, loaded.extended))
+    entries, rows = flatten(folded, touched.invalid_rows)
+    counts = write(conn, entries, rows, loaded.stored, touched if fresh else None)
     counts.refolded = len(loaded.groups)
     return counts
 
@@ -380,12 +454,55 @@ def write(
     entries: Sequence[Entry],
     rows: Sequence[Change],
     groups: Collection[Key],
+    batch: Touched | None = None,
 ) -> MemoryCounts:
     """Upsert ``entries`` and ``rows``; withdraw the other audit rows of ``groups`` (except
-    rows keyed by their own event, which never change). One statement."""
+    rows keyed by their own event, which never change). One statement.
+
+    ``batch``: the :class:`Touched` of a batch whose events were all new to the store. The
+    entries of its candidates and the audit rows keyed by its events cannot exist yet: they
+    are inserted with COPY after that statement, without its conflict checks. A COPY that
+    meets one anyway (only a store that lost events it had projected could hold one) is
+    undone and they are upserted instead.
+    """
     counts = MemoryCounts()
-    if not (entries or rows or groups):
+    new_entries: list[Entry] = []
+    new_rows: list[Change] = []
+    if batch is not None:
+        # An entry's id is its candidate's event id. UUIDs as integers: hashing a UUID runs
+        # Python code, hashing an int does not.
+        ids = {event_id.int for noted in batch.noted.values() for event_id in noted}
+        old_entries: list[Entry] = []
+        old_rows: list[Change] = []
+        for e in entries:
+            (new_entries if e.entry_id.int in ids else old_entries).append(e)
+        for r in rows:
+            (new_rows if r.event_id.int in ids else old_rows).append(r)
+        entries, rows = old_entries, old_rows
+    if entries or rows or groups:
+        counts = _upsert(conn, entries, rows, groups)
+    if not (new_entries or new_rows):
         return counts
+    try:
+        with conn.transaction():  # a savepoint: a failed COPY leaves the transaction usable
+            _copy(conn, new_entries, new_rows)
+    except psycopg.errors.UniqueViolation:
+        added = _upsert(conn, new_entries, new_rows, ())
+    else:
+        added = MemoryCounts(new_rows=dict(Counter(r.action.value for r in new_rows)))
+    for action, n in added.new_rows.items():
+        counts.new_rows[action] = counts.new_rows.get(action, 0) + n
+    return counts
+
+
+def _upsert(
+    conn: psycopg.Connection,
+    entries: Sequence[Entry],
+    rows: Sequence[Change],
+    groups: Collection[Key],
+) -> MemoryCounts:
+    """:data:`_WRITE` of ``entries``, ``rows`` and ``groups``."""
+    counts = MemoryCounts()
     text = _TEXT
     result = conn.execute(
         _WRITE,
@@ -415,6 +532,37 @@ def write(
     assert result is not None
     counts.withdrawn, counts.new_rows = result[0], result[1]
     return counts
+
+
+def _copy(conn: psycopg.Connection, entries: Sequence[Entry], rows: Sequence[Change]) -> None:
+    """Insert ``entries`` (through the staging table) and ``rows`` with COPY."""
+    text = _TEXT
+    cursor = conn.cursor()
+    if entries:
+        conn.execute(_CREATE_STAGING)
+        with cursor.copy(_COPY_STAGING) as copy:
+            copy.set_types(_STAGED_TYPES)
+            write_row = copy.write_row
+            for e in entries:
+                write_row(
+                    (
+                        e.entry_id, e.workspace_id, e.key, text[e.bucket], text[e.status],
+                        e.confidence, e.trace_id, e.satellite_id, e.created_at, e.updated_at,
+                        e.expires_at, e.last_event_id,
+                    )
+                )  # fmt: skip
+        conn.execute(_INSERT_STAGED)
+    if rows:
+        with cursor.copy(_COPY_HISTORY) as copy:
+            copy.set_types(_HISTORY_TYPES)
+            write_row = copy.write_row
+            for r in rows:
+                write_row(
+                    (
+                        r.entry_id, r.event_id, r.workspace_id, text[r.action],
+                        text[r.from_status], text[r.to_status], r.at, r.satellite_id, r.reason,
+                    )
+                )  # fmt: skip
 
 
 def digest(conn: psycopg.Connection, workspace: str) -> Digest:
