@@ -256,7 +256,12 @@ def table(details: dict[str, Any]) -> str:
         rows.append(("redaction µs per payload: p99", f"{us['p99']:.1f}", str(us["runs"]), ""))
         rows.append(("redaction µs per payload: worst", f"{us['worst']:.1f}", str(us["runs"]), ""))
         rows.append(
-            ("redaction worst ms per 256 KiB (hostile)", f"{r['worst_ms_256k']:.2f}", "5", "≤ 5")
+            (
+                "redaction worst ms per 256 KiB (hostile)",
+                f"{r['worst_ms_256k']:.2f}",
+                str(redaction.HOSTILE_RUNS),
+                "≤ 5",
+            )
         )
     for name in coldstart.FUNCTIONS:
         cs = details.get(f"coldstart_{name}")
