@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from punk_records.errors import InvalidEnvelope
-from punk_records.redaction import credential_family, redact_if_needed
+from punk_records.redaction import credential_family, redact_if_needed, stop_at_first_match
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
@@ -341,14 +341,10 @@ def _holds_unusual_json(value: bytes) -> bool:
         _unusual_json_database = (database, hyperscan.Scratch(database), hyperscan.ScanTerminated)
     database, scratch, terminated = _unusual_json_database
     try:
-        database.scan(value, match_event_handler=_first_match, scratch=scratch)
+        database.scan(value, match_event_handler=stop_at_first_match, scratch=scratch)
     except terminated:
         return True
     return False
-
-
-def _first_match(expression: int, start: int, end: int, flags: int, context: object) -> bool:
-    return True  # ends the scan at the first match
 
 
 def decode(value: bytes) -> Envelope:

@@ -128,6 +128,19 @@ WHERE e.workspace_id = %s
        OR e.payload_json ? 'refs')
 """
 
+
+def _entry_values(row: str) -> str:
+    """The ``_ENTRY_COLUMNS`` of an entry from ``row`` (which has every column but the value):
+    an entry's value is its candidate's payload.value, read from the event."""
+    return (
+        f"{row}.entry_id, {row}.workspace_id, {row}.key,"
+        " coalesce((SELECT e.payload_json -> 'value' FROM events e"
+        f" WHERE e.event_id = {row}.entry_id), '{{}}'::jsonb),"
+        f" {row}.bucket, {row}.status, {row}.confidence, {row}.trace_id, {row}.satellite_id,"
+        f" {row}.created_at, {row}.updated_at, {row}.expires_at, {row}.last_event_id"
+    )
+
+
 _ENTRY_COLUMNS = (
     "entry_id, workspace_id, key, value, bucket, status, confidence, trace_id, satellite_id,"
     " created_at, updated_at, expires_at, last_event_id"
@@ -160,11 +173,7 @@ WITH entries AS (
     FROM jsonb_array_elements(%(groups)s::jsonb) AS r
 ), put_entries AS (
     INSERT INTO memory_entries ({_ENTRY_COLUMNS})
-    SELECT n.entry_id, n.workspace_id, n.key,
-           coalesce((SELECT e.payload_json -> 'value' FROM events e WHERE e.event_id = n.entry_id),
-                    '{{}}'::jsonb),
-           n.bucket, n.status, n.confidence, n.trace_id, n.satellite_id, n.created_at,
-           n.updated_at, n.expires_at, n.last_event_id
+    SELECT {_entry_values("n")}
     FROM entries n
     ON CONFLICT (entry_id) DO UPDATE SET
         status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
@@ -214,11 +223,7 @@ _CREATE_STAGING = (
 _COPY_STAGING = f"COPY memory_entries_staging ({_STAGED_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _INSERT_STAGED = f"""
 INSERT INTO memory_entries ({_ENTRY_COLUMNS})
-SELECT s.entry_id, s.workspace_id, s.key,
-       coalesce((SELECT e.payload_json -> 'value' FROM events e WHERE e.event_id = s.entry_id),
-                '{{}}'::jsonb),
-       s.bucket, s.status, s.confidence, s.trace_id, s.satellite_id, s.created_at,
-       s.updated_at, s.expires_at, s.last_event_id
+SELECT {_entry_values("s")}
 FROM memory_entries_staging s
 """
 _COPY_HISTORY = f"COPY memory_history ({_HISTORY_COLUMNS}) FROM STDIN (FORMAT BINARY)"

@@ -46,6 +46,7 @@ __all__ = [
     "redact_if_needed",
     "redact_payload",
     "redact_text",
+    "stop_at_first_match",
 ]
 
 REDACTED_PREFIX = "[REDACTED:"
@@ -516,8 +517,9 @@ def _raw_anchor(expression: str) -> str:
 _OTHER_ESCAPE = re.compile(rb"\\[^nrt]")
 
 
-def _stop(expression: int, start: int, end: int, flags: int, context: object) -> bool:
-    return True  # a match handler that ends the scan at the first match
+def stop_at_first_match(expression: int, start: int, end: int, flags: int, context: object) -> bool:
+    """A Hyperscan match handler that ends the scan at the first match (ScanTerminated)."""
+    return True
 
 
 class _Compiled:
@@ -606,7 +608,9 @@ class _Compiled:
                 return False
             data = data.replace(b"\\n", b"\n").replace(b"\\r", b"\r").replace(b"\\t", b"\t")
         try:
-            self.raw_database.scan(data, match_event_handler=_stop, scratch=self.raw_scratch)
+            self.raw_database.scan(
+                data, match_event_handler=stop_at_first_match, scratch=self.raw_scratch
+            )
         except self.terminated:
             return False
         return True
