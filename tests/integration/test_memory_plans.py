@@ -35,9 +35,9 @@ SELECT gen_random_uuid(), now() - make_interval(secs => i), 'ws-' || (i % 40), '
 FROM generate_series(1, 60000) AS i
 """
 _ENTRIES = """
-INSERT INTO memory_entries (entry_id, workspace_id, key, value, bucket, status, confidence,
+INSERT INTO memory_entries (entry_id, workspace_id, key, bucket, status, confidence,
     trace_id, satellite_id, created_at, updated_at, expires_at, last_event_id)
-SELECT gen_random_uuid(), 'ws-' || (i % 40), 'key/' || i, '{}', 'workspace', 'promoted', 0.9,
+SELECT gen_random_uuid(), 'ws-' || (i % 40), 'key/' || i, 'workspace', 'promoted', 0.9,
        gen_random_uuid(), 'sat-1', now(), now(), NULL, gen_random_uuid()
 FROM generate_series(1, 40000) AS i
 """

@@ -256,8 +256,10 @@ def stored(conn: psycopg.Connection, workspace: str) -> tuple[set[Any], set[Any]
         (str(r[0]), r[1], json.dumps(r[2], sort_keys=True), r[3], r[4], r[5], r[6], r[7], r[8],
          str(r[9]))
         for r in conn.execute(
-            "SELECT entry_id, key, value, bucket, status, confidence, created_at, updated_at,"
-            " expires_at, last_event_id FROM memory_entries WHERE workspace_id = %s",
+            "SELECT entry_id, key,"
+            " coalesce((SELECT payload_json -> 'value' FROM events WHERE event_id = entry_id),"
+            " '{}'), bucket, status, confidence, created_at, updated_at, expires_at,"
+            " last_event_id FROM memory_entries WHERE workspace_id = %s",
             (workspace,),
         )
     }  # fmt: skip

@@ -201,7 +201,7 @@ Key = tuple[str, UUID]
 @dataclass(slots=True)
 class Entry:
     """One entry of the projection. Its ``value`` is its candidate's ``payload.value`` as stored
-    (an object, ``{}`` when absent): the store copies it from the event, it never changes."""
+    (an object, ``{}`` when absent), which never changes: the store reads it from the event."""
 
     entry_id: UUID
     workspace_id: str
@@ -276,7 +276,7 @@ def _problem(exc: ValidationError) -> str:
 
 @dataclass(slots=True)
 class Candidate:
-    """A valid candidate payload, as far as the rules read it (the entry's ``value`` is copied
+    """A valid candidate payload, as far as the rules read it (the entry's ``value`` is read
     from the stored event)."""
 
     key: str

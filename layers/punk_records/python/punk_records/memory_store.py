@@ -59,8 +59,8 @@ from punk_records.read_store import ReadStore
 _LOCK_SPACE = 0x6D656D6F  # "memo"
 
 # An event as the rules need it: of the payload only the fields they read (an object
-# ``value`` travels as ``{}``: the rules only check that it is one, and the entry's value is
-# copied from the event by _WRITE), so payloads are not sent back.
+# ``value`` travels as ``{}``: the rules only check that it is one, and an entry's value is
+# read from its event, see _VALUE), so payloads are not sent back.
 _FACT_COLUMNS = """e.event_id, e.ts, e.workspace_id, e.satellite_id, e.trace_id, e.type,
     e.confidence,
     CASE WHEN e.type LIKE 'memory.%%' THEN (
@@ -129,28 +129,21 @@ WHERE e.workspace_id = %s
 """
 
 
-def _entry_values(row: str) -> str:
-    """The ``_ENTRY_COLUMNS`` of an entry from ``row`` (which has every column but the value):
-    an entry's value is its candidate's payload.value, read from the event."""
-    return (
-        f"{row}.entry_id, {row}.workspace_id, {row}.key,"
-        " coalesce((SELECT e.payload_json -> 'value' FROM events e"
-        f" WHERE e.event_id = {row}.entry_id), '{{}}'::jsonb),"
-        f" {row}.bucket, {row}.status, {row}.confidence, {row}.trace_id, {row}.satellite_id,"
-        f" {row}.created_at, {row}.updated_at, {row}.expires_at, {row}.last_event_id"
-    )
-
-
 _ENTRY_COLUMNS = (
-    "entry_id, workspace_id, key, value, bucket, status, confidence, trace_id, satellite_id,"
+    "entry_id, workspace_id, key, bucket, status, confidence, trace_id, satellite_id,"
     " created_at, updated_at, expires_at, last_event_id"
+)
+# An entry's value: its candidate's payload.value (an object, ``{}`` when absent), read from
+# the event by the readers (memory_entries has no copy: see migration 0005).
+_VALUE = (
+    "coalesce((SELECT v.payload_json -> 'value' FROM events v"
+    " WHERE v.event_id = memory_entries.entry_id), '{}'::jsonb)"
 )
 _HISTORY_COLUMNS = (
     "entry_id, event_id, workspace_id, action, from_status, to_status, at, satellite_id, reason"
 )
-# One statement for the whole write. The entries are upserted (an entry's value is its
-# candidate's payload.value, read from the event; of an existing entry only what the rules
-# change is updated, and only when it changed). The audit rows of the %(groups)s, the
+# One statement for the whole write. The entries are upserted (of an existing entry only what
+# the rules change is updated, and only when it changed). The audit rows of the %(groups)s, the
 # entries whose candidate the store held before the batch, are replaced: rows no longer
 # produced go (a late event changed what an auto-promotion did; only those can go, an
 # explicit change always has its row), new ones come in, changed ones are updated. Returns
@@ -172,9 +165,7 @@ WITH entries AS (
     SELECT r->>0 AS workspace_id, (r->>1)::uuid AS entry_id
     FROM jsonb_array_elements(%(groups)s::jsonb) AS r
 ), put_entries AS (
-    INSERT INTO memory_entries ({_ENTRY_COLUMNS})
-    SELECT {_entry_values("n")}
-    FROM entries n
+    INSERT INTO memory_entries ({_ENTRY_COLUMNS}) SELECT {_ENTRY_COLUMNS} FROM entries
     ON CONFLICT (entry_id) DO UPDATE SET
         status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
         last_event_id = EXCLUDED.last_event_id
@@ -204,28 +195,12 @@ SELECT (SELECT count(*) FROM gone),
                 '{{}}'::json)
 """
 
-# What a batch new to the store adds (see write()). The entries go through a staging table
-# (per connection, emptied at every commit) so that their values are copied from the events as
-# in _WRITE: sent from here, the server would parse each value's JSON again, which costs more
-# than the lookups.
-_STAGED_COLUMNS = (
-    "entry_id, workspace_id, key, bucket, status, confidence, trace_id, satellite_id,"
-    " created_at, updated_at, expires_at, last_event_id"
-)
-_STAGED_TYPES = (
+# What a batch new to the store adds (see write()).
+_COPY_ENTRIES = f"COPY memory_entries ({_ENTRY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_ENTRY_TYPES = (
     "uuid", "text", "text", "text", "text", "float8", "uuid", "text", "timestamptz",
     "timestamptz", "timestamptz", "uuid",
 )  # fmt: skip
-_CREATE_STAGING = (
-    "CREATE TEMP TABLE IF NOT EXISTS memory_entries_staging ON COMMIT DELETE ROWS"
-    f" AS SELECT {_STAGED_COLUMNS} FROM memory_entries WITH NO DATA"
-)
-_COPY_STAGING = f"COPY memory_entries_staging ({_STAGED_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_INSERT_STAGED = f"""
-INSERT INTO memory_entries ({_ENTRY_COLUMNS})
-SELECT {_entry_values("s")}
-FROM memory_entries_staging s
-"""
 _COPY_HISTORY = f"COPY memory_history ({_HISTORY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _HISTORY_TYPES = (
     "uuid", "uuid", "text", "text", "text", "text", "timestamptz", "text", "text",
@@ -234,12 +209,12 @@ _HISTORY_TYPES = (
 # One line per row, in a canonical text form, hashed in a fixed order: equal digests mean
 # equal projections. Timestamps as microseconds since the epoch (the session's time zone
 # does not matter), nullable text quoted.
-DIGEST_SQL = """
+DIGEST_SQL = f"""
 SELECT encode(sha256(convert_to(coalesce(string_agg(line, E'\\n' ORDER BY line COLLATE "C"), ''),
                                 'UTF8')), 'hex'),
        count(*) FILTER (WHERE kind = 'e'), count(*) FILTER (WHERE kind = 'h')
 FROM (
-    SELECT 'e' AS kind, concat_ws('|', 'e', entry_id, quote_literal(key), value::text, bucket,
+    SELECT 'e' AS kind, concat_ws('|', 'e', entry_id, quote_literal(key), {_VALUE}::text, bucket,
         status, confidence::text, trace_id, quote_literal(satellite_id),
         (extract(epoch FROM created_at) * 1000000)::bigint,
         (extract(epoch FROM updated_at) * 1000000)::bigint,
@@ -540,13 +515,12 @@ def _upsert(
 
 
 def _copy(conn: psycopg.Connection, entries: Sequence[Entry], rows: Sequence[Change]) -> None:
-    """Insert ``entries`` (through the staging table) and ``rows`` with COPY."""
+    """Insert ``entries`` and ``rows`` with COPY."""
     text = _TEXT
     cursor = conn.cursor()
     if entries:
-        conn.execute(_CREATE_STAGING)
-        with cursor.copy(_COPY_STAGING) as copy:
-            copy.set_types(_STAGED_TYPES)
+        with cursor.copy(_COPY_ENTRIES) as copy:
+            copy.set_types(_ENTRY_TYPES)
             write_row = copy.write_row
             for e in entries:
                 write_row(
@@ -556,7 +530,6 @@ def _copy(conn: psycopg.Connection, entries: Sequence[Entry], rows: Sequence[Cha
                         e.expires_at, e.last_event_id,
                     )
                 )  # fmt: skip
-        conn.execute(_INSERT_STAGED)
     if rows:
         with cursor.copy(_COPY_HISTORY) as copy:
             copy.set_types(_HISTORY_TYPES)
@@ -595,7 +568,7 @@ def rebuild(conn: psycopg.Connection, workspace: str, rules: MemoryRules) -> Pro
 _TS = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 # One entry as the API returns it (timestamps in UTC whatever the session's time zone).
 ENTRY_JSON = f"""json_build_object(
-    'entry_id', entry_id, 'workspace_id', workspace_id, 'key', key, 'value', value,
+    'entry_id', entry_id, 'workspace_id', workspace_id, 'key', key, 'value', {_VALUE},
     'bucket', bucket, 'status', status, 'confidence', confidence, 'trace_id', trace_id,
     'satellite_id', satellite_id, 'created_at', {_TS.format("created_at")},
     'updated_at', {_TS.format("updated_at")},
@@ -649,9 +622,14 @@ def entries_sql(
         )
         params.append(after)
     statement = sql.SQL(
-        "SELECT {json}, entry_id, key, bucket, status, value::text, confidence, expires_at"
+        "SELECT {json}, entry_id, key, bucket, status, {value}::text, confidence, expires_at"
         " FROM memory_entries WHERE {where} ORDER BY key, entry_id LIMIT {limit}"
-    ).format(json=sql.SQL(ENTRY_JSON), where=sql.SQL(" AND ").join(where), limit=sql.Literal(limit))
+    ).format(
+        json=sql.SQL(ENTRY_JSON),
+        value=sql.SQL(_VALUE),
+        where=sql.SQL(" AND ").join(where),
+        limit=sql.Literal(limit),
+    )
     return statement, params
 
 
