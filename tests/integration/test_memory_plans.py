@@ -93,3 +93,12 @@ def test_given_a_memory_page_then_it_is_one_range_scan_of_the_key_index(populate
     document = plan(populated, statement, params)
     assert '"Seq Scan"' not in document
     assert "memory_entries_workspace_key_idx" in document
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 7_000])
+def test_given_uuids_then_the_server_reads_the_binary_array_as_they_are(db, size):
+    ids = [uuid.uuid4() for _ in range(size)]
+    row = db.execute(
+        "SELECT %(ids)b::uuid[], cardinality(%(ids)b::uuid[])", {"ids": uuid_array(ids)}
+    ).fetchone()
+    assert row == (ids, size)

@@ -12,13 +12,14 @@ of their events) cannot exist yet and is inserted with COPY instead, the rest up
 number of statements whatever the batch size; the projection's workspaces are locked (a
 transaction-level advisory lock) so a replay or a redrive never interleaves with the consumer.
 
-Bulk parameters travel as one text each (a JSON document, or a ``{...}`` array literal of
-UUIDs) that the server parses: psycopg's array dumper costs microseconds per element, more
-than the statements themselves on a batch of thousands.
+Bulk parameters travel as one value each that the server parses (a JSON document, or a uuid[]
+in binary format that :func:`uuid_array` spells): psycopg's array dumper costs microseconds per
+element, more than the statements themselves on a batch of thousands.
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -29,7 +30,9 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
+from psycopg import postgres, sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from pydantic_core import to_json
 
 from punk_records.memory import (
@@ -80,17 +83,17 @@ _FACT_COLUMNS = """e.event_id, e.ts, e.workspace_id, e.satellite_id, e.trace_id,
 # events_memory_change_idx, events_refs_idx, events_trace_id_idx) that the planner sees as a
 # parameter, (SELECT ...): its plan neither depends on the table's statistics (a stale one
 # made a 10,000-row table a sequential scan) nor costs a selectivity estimate per element.
-# Entry ids compared as text are sent as uuid[] all the same (UUID.hex is cheaper to spell
-# than str(UUID)) and spelled by the server.
+# Entry ids compared as text are sent as uuid[] all the same (16 bytes each, see uuid_array)
+# and spelled by the server.
 _LOAD_ENTRIES_TEMPLATE = """
 WITH candidates AS MATERIALIZED (
     SELECT * FROM events e
-    WHERE e.event_id = ANY((SELECT %(ids)s::uuid[])::uuid[]) AND e.type = 'memory.candidate'
+    WHERE e.event_id = ANY((SELECT %(ids)b::uuid[])::uuid[]) AND e.type = 'memory.candidate'
     UNION ALL
     SELECT * FROM events e
-    WHERE e.trace_id = ANY((SELECT %(decided)s::uuid[])::uuid[]) AND e.type = 'memory.candidate'
+    WHERE e.trace_id = ANY((SELECT %(decided)b::uuid[])::uuid[]) AND e.type = 'memory.candidate'
       AND e.confidence >= %(confidence)s
-      AND e.event_id NOT IN (SELECT unnest(%(known_c)s::uuid[]))
+      AND e.event_id NOT IN (SELECT unnest(%(known_c)b::uuid[]))
 ), promotable AS (
     SELECT event_id, trace_id FROM candidates WHERE confidence >= %(confidence)s
 )
@@ -99,22 +102,22 @@ UNION ALL
 SELECT 'p', {columns} FROM events e
 WHERE e.type IN ('memory.promoted', 'memory.retracted')
   AND lower(e.payload_json ->> 'entry_id') = ANY(
-      (SELECT ARRAY(SELECT unnest(%(changed)s::uuid[])::text)
+      (SELECT ARRAY(SELECT unnest(%(changed)b::uuid[])::text)
               || ARRAY(SELECT event_id::text FROM candidates))::text[])
-  AND e.event_id NOT IN (SELECT unnest(%(known_p)s::uuid[]))
+  AND e.event_id NOT IN (SELECT unnest(%(known_p)b::uuid[]))
 UNION ALL
 SELECT 'r', {columns} FROM events e
 WHERE e.payload_json ? 'refs'
   AND (e.payload_json -> 'refs')
-      ?| (SELECT ARRAY(SELECT unnest(%(referenced)s::uuid[])::text)
+      ?| (SELECT ARRAY(SELECT unnest(%(referenced)b::uuid[])::text)
                  || ARRAY(SELECT event_id::text FROM promotable))
-  AND e.event_id NOT IN (SELECT unnest(%(known_r)s::uuid[]))
+  AND e.event_id NOT IN (SELECT unnest(%(known_r)b::uuid[]))
 UNION ALL
 SELECT 'd', {columns} FROM events e
 WHERE e.type = 'decision.recorded'
   AND e.trace_id = ANY(
-      (SELECT %(traces)s::uuid[] || ARRAY(SELECT trace_id FROM promotable))::uuid[])
-  AND e.event_id NOT IN (SELECT unnest(%(known_d)s::uuid[]))
+      (SELECT %(traces)b::uuid[] || ARRAY(SELECT trace_id FROM promotable))::uuid[])
+  AND e.event_id NOT IN (SELECT unnest(%(known_d)b::uuid[]))
 """
 
 _LOAD_ENTRIES = _LOAD_ENTRIES_TEMPLATE.format(columns=_FACT_COLUMNS)
@@ -264,9 +267,36 @@ def _fact(row: Sequence[Any], offset: int = 0) -> Fact:
     )
 
 
-def uuid_array(values: Iterable[UUID]) -> str:
-    """``values`` as one uuid[] literal."""
-    return "{" + ",".join([value.hex for value in values]) + "}"
+class UuidArray(bytes):
+    """A uuid[] in PostgreSQL's binary format (see :func:`uuid_array`)."""
+
+
+class _UuidArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = postgres.types["uuid"].array_oid
+
+    def dump(self, obj: UuidArray) -> bytes:
+        return obj
+
+
+psycopg.adapters.register_dumper(UuidArray, _UuidArrayDumper)
+
+# uuid[]'s binary format: dimensions, a has-nulls flag, the element type, then per dimension
+# its length and lower bound; each element is its length (16) and its bytes.
+_ARRAY_HEADER = struct.Struct("!iiIii")
+_EMPTY_ARRAY = struct.pack("!iiI", 0, 0, postgres.types["uuid"].oid)
+_UUID_LENGTH = (16).to_bytes(4, "big")
+
+
+def uuid_array(values: Iterable[UUID]) -> UuidArray:
+    """``values`` as one uuid[] parameter (pass it as ``%b``). The server reads the binary
+    format 16 bytes at a time; it parses the text form (a ``{...}`` literal) at 0.6 µs per
+    element, 4 ms for the 7,000 ids of a 10,000-event batch's lookup."""
+    data = [value.bytes for value in values]
+    if not data:
+        return UuidArray(_EMPTY_ARRAY)
+    header = _ARRAY_HEADER.pack(1, 0, postgres.types["uuid"].oid, len(data), 1)
+    return UuidArray(header + _UUID_LENGTH + _UUID_LENGTH.join(data))
 
 
 # The enums as plain text: pydantic_core serialises a str faster than a str enum.
