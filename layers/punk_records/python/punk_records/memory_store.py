@@ -348,7 +348,7 @@ def load_groups(
     refs: list[UUID] = []
     traces: set[UUID] = set()
     for workspace, entry_id in groups:
-        candidate = batch.get(entry_id)
+        candidate = batch.get(entry_id.int)
         if candidate is None:
             ids.append(entry_id)
             changed.append(entry_id)
