@@ -83,7 +83,7 @@ def test_given_the_memory_sample_when_the_consumer_runs_then_every_rule_shows(
         "incident/open": "candidate",
         "runbook/disk": "promoted",
     }
-    invalid = db.execute("SELECT reason FROM memory_history WHERE action = 'invalid'").fetchall()
+    invalid = db.execute("SELECT reason FROM memory_trail WHERE action = 'invalid'").fetchall()
     assert len(invalid) == 1
     assert "key" in invalid[0][0]
     assert "bucket" in invalid[0][0]

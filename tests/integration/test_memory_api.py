@@ -241,7 +241,7 @@ def test_given_an_entry_when_fetched_then_its_history_in_order(query_app, memory
 
 
 def test_given_an_invalid_candidate_when_fetched_then_no_entry_and_the_reason(query_app, memory):
-    row = memory.execute("SELECT entry_id FROM memory_history WHERE action = 'invalid'").fetchone()
+    row = memory.execute("SELECT entry_id FROM memory_trail WHERE action = 'invalid'").fetchone()
     assert row is not None
     status, body = get_json(query_app, "memory-alpha", f"/memory/{row[0]}")
     assert status == 200

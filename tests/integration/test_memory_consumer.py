@@ -13,6 +13,7 @@ import pytest
 
 from local.postgres_service import Postgres
 from punk_records.consumer import KafkaRecord, consume
+from punk_records.memory_store import ENTRY_JSON
 from punk_records.store import EventStore
 from tests.factories import event_dict
 
@@ -39,7 +40,7 @@ def deliver(store: EventStore, events: list[dict[str, Any]], first_offset: int =
 
 
 def history(db: psycopg.Connection) -> set[tuple[str, str, str, str | None]]:
-    rows = db.execute("SELECT entry_id, event_id, action, from_status FROM memory_history")
+    rows = db.execute("SELECT entry_id, event_id, action, from_status FROM memory_trail")
     return {(str(e), str(v), a, f) for e, v, a, f in rows.fetchall()}
 
 
@@ -108,7 +109,7 @@ def test_given_invalid_payloads_then_each_is_counted_once_even_when_redelivered(
 
     assert first.memory.metrics()["MemoryPayloadsInvalid"] == 3
     assert again.memory.metrics()["MemoryPayloadsInvalid"] == 0
-    reasons = db.execute("SELECT reason FROM memory_history ORDER BY reason").fetchall()
+    reasons = db.execute("SELECT reason FROM memory_trail ORDER BY reason").fetchall()
     assert [r[0] for r in reasons] == [
         "invalid payload: entry_id: Field required",
         "invalid payload: entry_id: entry_id must be a UUID like 0f8e6a5c-1d2b-4c3a-9e8f-"
@@ -167,3 +168,33 @@ def test_given_events_stored_before_a_late_candidate_then_its_new_batch_applies_
     assert db.execute("SELECT status, last_event_id::text FROM memory_entries").fetchall() == [
         ("promoted", trigger)
     ]
+
+
+def test_given_created_rows_an_older_consumer_stored_then_the_trail_shows_each_once(
+    store: EventStore, db: psycopg.Connection
+) -> None:
+    # GIVEN an entry and its promotion, then the "created" row that code from before
+    # migration 0005 also stored in memory_history (as it may during a deploy)
+    candidate = event(
+        "memory.candidate", {"key": "k", "value": {"owner": "ana"}}, ts="2026-11-26T06:00:00Z"
+    )
+    promotion = event(
+        "memory.promoted", {"entry_id": candidate["event_id"]}, ts="2026-11-26T07:00:00Z"
+    )
+    counted = deliver(store, [candidate, promotion]).memory.metrics()
+    before = db.execute("SELECT * FROM memory_trail ORDER BY at, event_id").fetchall()
+    db.execute(
+        "INSERT INTO memory_history (entry_id, event_id, workspace_id, action, from_status,"
+        " to_status, at, satellite_id, reason)"
+        " SELECT entry_id, entry_id, workspace_id, 'created', NULL, 'candidate', created_at,"
+        " satellite_id, NULL FROM memory_entries"
+    )
+    # THEN the trail is unchanged: one created row (derived from the entry), one promotion;
+    # the entry's value is its candidate's
+    assert db.execute("SELECT * FROM memory_trail ORDER BY at, event_id").fetchall() == before
+    assert [row[3] for row in before] == ["created", "promoted"]
+    assert counted["MemoryEntriesCreated"] == 1
+    assert counted["MemoryEntriesPromoted"] == 1
+    entry = store.connection().execute("SELECT " + ENTRY_JSON + " FROM memory_entries").fetchone()
+    assert entry is not None
+    assert json.loads(entry[0])["value"] == {"owner": "ana"}

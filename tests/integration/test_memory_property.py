@@ -267,7 +267,7 @@ def stored(conn: psycopg.Connection, workspace: str) -> tuple[set[Any], set[Any]
         (str(r[0]), str(r[1]), r[2], r[3], r[4], r[5], r[6])
         for r in conn.execute(
             "SELECT entry_id, event_id, action, from_status, to_status, at, satellite_id"
-            " FROM memory_history WHERE workspace_id = %s",
+            " FROM memory_trail WHERE workspace_id = %s",
             (workspace,),
         )
     }

@@ -137,7 +137,7 @@ _ENTRY_COLUMNS = (
     " created_at, updated_at, expires_at, last_event_id"
 )
 # An entry's value: its candidate's payload.value (an object, ``{}`` when absent), read from
-# the event by the readers (memory_entries has no copy: see migration 0005).
+# the event by the readers (memory_entries.value is no longer written: migration 0005).
 _VALUE = (
     "coalesce((SELECT v.payload_json -> 'value' FROM events v"
     " WHERE v.event_id = memory_entries.entry_id), '{}'::jsonb)"
@@ -149,8 +149,10 @@ _HISTORY_COLUMNS = (
 # the rules change is updated, and only when it changed). The audit rows of the %(groups)s, the
 # entries whose candidate the store held before the batch, are replaced: rows no longer
 # produced go (a late event changed what an auto-promotion did; only those can go, an
-# explicit change always has its row), new ones come in, changed ones are updated. Returns
-# how many rows went and how many are new, per action (the metrics).
+# explicit change always has its row), new ones come in, changed ones are updated. Every
+# audit row but the "created" ones, which memory_trail derives from the entries (migration
+# 0005). Returns how many rows went, how many are new per action,
+# and how many entries are new (their "created" rows: the metrics).
 _WRITE = f"""
 WITH entries AS (
     SELECT (r->>0)::uuid AS entry_id, r->>1 AS workspace_id, r->>2 AS key, r->>3 AS bucket,
@@ -174,6 +176,7 @@ WITH entries AS (
         last_event_id = EXCLUDED.last_event_id
     WHERE (memory_entries.status, memory_entries.updated_at, memory_entries.last_event_id)
         IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.updated_at, EXCLUDED.last_event_id)
+    RETURNING xmax = 0 AS fresh
 ), gone AS (
     DELETE FROM memory_history h USING groups g
     WHERE h.workspace_id = g.workspace_id AND h.entry_id = g.entry_id
@@ -195,7 +198,8 @@ WITH entries AS (
 SELECT (SELECT count(*) FROM gone),
        coalesce((SELECT json_object_agg(action, n)
                  FROM (SELECT action, count(*) AS n FROM put WHERE fresh GROUP BY action) s),
-                '{{}}'::json)
+                '{{}}'::json),
+       (SELECT count(*) FROM put_entries WHERE fresh)
 """
 
 # What a batch new to the store adds (see write()).
@@ -228,7 +232,7 @@ FROM (
     SELECT 'h', concat_ws('|', 'h', entry_id, event_id, action, quote_nullable(from_status),
         quote_nullable(to_status), (extract(epoch FROM at) * 1000000)::bigint,
         quote_literal(satellite_id), quote_nullable(reason))
-    FROM memory_history WHERE workspace_id = %(ws)s
+    FROM memory_trail WHERE workspace_id = %(ws)s
 ) rows
 """
 
@@ -467,7 +471,9 @@ def write(
     batch: Touched | None = None,
 ) -> MemoryCounts:
     """Upsert ``entries`` and ``rows``; withdraw the other audit rows of ``groups`` (except
-    rows keyed by their own event, which never change). One statement.
+    rows keyed by their own event, which never change). One statement. The ``created`` rows
+    are not stored: memory_trail derives them from the entries (they count as new when their
+    entry is).
 
     ``batch``: the :class:`Touched` of a batch whose events were all new to the store. The
     entries of its candidates and the audit rows keyed by its events cannot exist yet: they
@@ -478,6 +484,7 @@ def write(
     counts = MemoryCounts()
     new_entries: list[Entry] = []
     new_rows: list[Change] = []
+    rows = [r for r in rows if r.action is not Action.CREATED]
     if batch is not None:
         # An entry's id is its candidate's event id. UUIDs as integers: hashing a UUID runs
         # Python code, hashing an int does not.
@@ -500,6 +507,8 @@ def write(
         added = _upsert(conn, new_entries, new_rows, ())
     else:
         added = MemoryCounts(new_rows=dict(Counter(r.action.value for r in new_rows)))
+        if new_entries:
+            added.new_rows[Action.CREATED.value] = len(new_entries)
     for action, n in added.new_rows.items():
         counts.new_rows[action] = counts.new_rows.get(action, 0) + n
     return counts
@@ -541,6 +550,8 @@ def _upsert(
     ).fetchone()  # fmt: skip
     assert result is not None
     counts.withdrawn, counts.new_rows = result[0], result[1]
+    if result[2]:
+        counts.new_rows[Action.CREATED.value] = result[2]
     return counts
 
 
@@ -615,13 +626,13 @@ _ENTRY_BY_ID = f"""
 WITH owner AS (
     (SELECT workspace_id FROM memory_entries WHERE entry_id = %(id)s
      UNION ALL
-     SELECT workspace_id FROM memory_history WHERE entry_id = %(id)s AND event_id = %(id)s)
+     SELECT workspace_id FROM memory_trail WHERE entry_id = %(id)s AND event_id = %(id)s)
     LIMIT 1
 )
 SELECT o.workspace_id,
        (SELECT {ENTRY_JSON} FROM memory_entries WHERE entry_id = %(id)s),
        (SELECT coalesce(json_agg({_CHANGE_JSON} ORDER BY h.at, h.event_id), '[]'::json)::text
-        FROM memory_history h WHERE h.entry_id = %(id)s AND h.workspace_id = o.workspace_id)
+        FROM memory_trail h WHERE h.entry_id = %(id)s AND h.workspace_id = o.workspace_id)
 FROM owner o
 """
 
