@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import tempfile
 import uuid
@@ -62,33 +63,77 @@ class Plan:
         )  # fmt: skip
 
 
-@contextlib.contextmanager
-def _services(args: argparse.Namespace, wanted: set[str]) -> Iterator[tuple[str, str, str]]:
-    """(dsn, bootstrap, topic): the given ones, or private servers for the run."""
-    from local.kafka_service import Kafka
-    from local.postgres_service import Postgres
+class _Services:
+    """The servers of a run: the given ones, or private ones started when first needed and
+    stopped with the run. Kafka starts only once the sections that do not use it are done:
+    a broker warming up takes a share of the two cores from what they measure."""
 
-    with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        dsn, bootstrap = args.dsn or "", args.bootstrap or ""
-        if not dsn and wanted & {"consumer", "memory", "memory_mix", "query"}:
+    def __init__(self, args: argparse.Namespace, stack: contextlib.ExitStack, tmp: Path) -> None:
+        self._args, self._stack, self._tmp = args, stack, tmp
+        self._dsn: str = args.dsn or ""
+        self._bootstrap: str = args.bootstrap or ""
+        self._topic = ""
+
+    def dsn(self) -> str:
+        if not self._dsn:
+            from local.postgres_service import Postgres
+
             progress("starting PostgreSQL")
-            postgres = Postgres(tmp / "postgres", fast=args.fast_db)
+            postgres = Postgres(self._tmp / "postgres", fast=self._args.fast_db)
             with contextlib.redirect_stdout(sys.stderr):
                 postgres.start()
-            stack.callback(postgres.stop)
-            dsn = postgres.dsn
-        topic = f"bench-{uuid.uuid4().hex[:8]}"
-        if "ingest" in wanted:
-            kafka = Kafka(tmp / "kafka")
-            if not bootstrap:
+            self._stack.callback(postgres.stop)
+            self._dsn = postgres.dsn
+        return self._dsn
+
+    def kafka(self) -> tuple[str, str]:
+        """(bootstrap, topic): a fresh topic of three partitions."""
+        if not self._topic:
+            if not self._bootstrap:
+                from local.kafka_service import Kafka
+
+                kafka = Kafka(self._tmp / "kafka")
                 progress("starting Kafka")
                 with contextlib.redirect_stdout(sys.stderr):
                     kafka.start()
-                stack.callback(kafka.stop)
-                bootstrap = kafka.bootstrap
-            _create_topic(bootstrap, topic)
-        yield dsn, bootstrap, topic
+                self._stack.callback(kafka.stop)
+                self._bootstrap = kafka.bootstrap
+                _warm_up(self._bootstrap)
+            self._topic = f"bench-{uuid.uuid4().hex[:8]}"
+            _create_topic(self._bootstrap, self._topic)
+        return self._bootstrap, self._topic
+
+
+@contextlib.contextmanager
+def _services(args: argparse.Namespace) -> Iterator[_Services]:
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        yield _Services(args, stack, tmp)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _warm_up(bootstrap: str, one_by_one: int = 1_000, batched: int = 30_000) -> None:
+    """Produce to a topic of its own until the new broker's request path is compiled (the JVM
+    compiles it after thousands of requests): ingest is then measured against a broker as
+    warm as the one it had when the sections before it ran while the broker started."""
+    from kafka import KafkaProducer
+
+    topic = f"bench-warm-up-{uuid.uuid4().hex[:8]}"
+    _create_topic(bootstrap, topic)
+    progress(f"warming Kafka up: {one_by_one:,} records one by one, {batched:,} in batches")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    try:
+        value = b"x" * 1_000
+        for _ in range(one_by_one):
+            producer.send(topic, value).get(timeout=30)
+        for _ in range(batched):
+            producer.send(topic, value)
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
 
 
 def _create_topic(bootstrap: str, topic: str) -> None:
@@ -118,20 +163,21 @@ def measure(args: argparse.Namespace, plan: Plan, wanted: set[str]) -> dict[str,
                 **coldstart.import_ms(name, plan.import_runs),
                 "minimal_init_ms": baseline["init_ms"],
             }
-    with _services(args, wanted) as (dsn, bootstrap, topic):
+    with _services(args) as services:
         if "consumer" in wanted:
-            details["consumer"] = consumer.measure(dsn, SIZES, plan.consumer_repeat)
+            details["consumer"] = consumer.measure(services.dsn(), SIZES, plan.consumer_repeat)
         if "memory" in wanted:
             progress("consumer memory: 10,000 records in a fresh process")
-            details["memory"] = consumer.peak_rss(dsn, 10_000)
+            details["memory"] = consumer.peak_rss(services.dsn(), 10_000)
         if "memory_mix" in wanted:
-            details["memory_mix"] = memory_mix.measure(dsn, plan.memory_mix_repeat)
+            details["memory_mix"] = memory_mix.measure(services.dsn(), plan.memory_mix_repeat)
+        if "query" in wanted:
+            details["query"] = query.measure(services.dsn(), plan.query_events, plan.query_repeat)
         if "ingest" in wanted:
+            bootstrap, topic = services.kafka()
             details["ingest"] = ingest.measure(
                 bootstrap, topic, plan.ingest_single_runs, plan.ingest_batch_runs
             )
-        if "query" in wanted:
-            details["query"] = query.measure(dsn, plan.query_events, plan.query_repeat)
     if "e2e" in wanted:
         details["e2e"] = e2e.measure(plan.e2e_events, plan.e2e_repeat, args.fast_db)
     return details
@@ -386,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if wanted - set(FIGURES):
         parser.error(f"unknown figures: {', '.join(sorted(wanted - set(FIGURES)))}")
 
+    # A run stopped with SIGTERM (``kill``, a timeout) unwinds like Ctrl-C: the servers it
+    # started are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     details = measure(args, Plan.of(args), wanted)
     results = headline(details)
     args.out.mkdir(parents=True, exist_ok=True)
