@@ -8,7 +8,7 @@ import pytest
 from punk_records import migrations
 from punk_records.errors import StoreUnavailable
 from punk_records.ports import DeadLetter, StoredEvent
-from punk_records.store import EventStore, write_batch
+from punk_records.store import _COPY_EVENTS, EventStore, _copy_events, write_batch
 from tests.factories import envelope
 
 
@@ -89,6 +89,40 @@ def test_given_new_batch_when_written_then_copied_straight_into_events(db, postg
         staging = conn.execute("SELECT to_regclass('pg_temp.events_staging')").fetchone()
     assert (result.inserted, result.duplicates) == (3, 0)
     assert staging == (None,)
+
+
+def test_given_work_between_the_last_row_and_the_end_of_a_copy_then_it_sees_every_row(db):
+    # GIVEN events streamed into COPY, and work that runs once they are all sent
+    events = [StoredEvent(envelope(), "t", 0, i) for i in range(50)]
+    sent: list[int] = []
+    seen: list[int] = []
+
+    def stream():
+        for item in events:
+            sent.append(item.offset)
+            yield item
+
+    # WHEN the COPY ends
+    with db.transaction():
+        count = _copy_events(db, _COPY_EVENTS, stream(), lambda: seen.extend(sent))
+    # THEN that work ran after the last row was read, and every row is stored
+    assert count == 50
+    assert seen == list(range(50))
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (50,)
+
+
+def test_given_work_before_the_end_of_a_copy_fails_then_no_row_is_stored(db):
+    # GIVEN work between the last row and the end of the COPY that raises
+    events = [StoredEvent(envelope(), "t", 0, i) for i in range(5)]
+
+    def fail() -> None:
+        raise RuntimeError("noting failed")
+
+    # WHEN the COPY ends THEN that error is raised, the COPY abandoned, the connection usable
+    with pytest.raises(RuntimeError, match="noting failed"), db.transaction():
+        _copy_events(db, _COPY_EVENTS, events, fail)
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    assert write_batch(db, events).inserted == 5
 
 
 def test_given_redelivered_batch_with_dead_letter_when_written_then_both_kept_once(db):
