@@ -171,13 +171,13 @@ def measure(args: argparse.Namespace, plan: Plan, wanted: set[str]) -> dict[str,
             details["memory"] = consumer.peak_rss(services.dsn(), 10_000)
         if "memory_mix" in wanted:
             details["memory_mix"] = memory_mix.measure(services.dsn(), plan.memory_mix_repeat)
-        if "query" in wanted:
-            details["query"] = query.measure(services.dsn(), plan.query_events, plan.query_repeat)
         if "ingest" in wanted:
             bootstrap, topic = services.kafka()
             details["ingest"] = ingest.measure(
                 bootstrap, topic, plan.ingest_single_runs, plan.ingest_batch_runs
             )
+        if "query" in wanted:
+            details["query"] = query.measure(services.dsn(), plan.query_events, plan.query_repeat)
     if "e2e" in wanted:
         details["e2e"] = e2e.measure(plan.e2e_events, plan.e2e_repeat, args.fast_db)
     return details
