@@ -23,6 +23,7 @@ from typing import Any
 
 from bench import coldstart, consumer, e2e, ingest, memory_mix, query, redaction
 from bench.common import ROOT, Spread, machine, progress
+from local.processes import interrupt
 
 FIGURES = (
     "redaction", "layer", "coldstart", "consumer", "memory", "memory_mix", "ingest", "e2e",
@@ -109,10 +110,6 @@ def _services(args: argparse.Namespace) -> Iterator[_Services]:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         yield _Services(args, stack, tmp)
-
-
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _warm_up(bootstrap: str, one_by_one: int = 1_000, batched: int = 30_000) -> None:
@@ -432,9 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if wanted - set(FIGURES):
         parser.error(f"unknown figures: {', '.join(sorted(wanted - set(FIGURES)))}")
 
-    # A run stopped with SIGTERM (``kill``, a timeout) unwinds like Ctrl-C: the servers it
-    # started are stopped.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     details = measure(args, Plan.of(args), wanted)
     results = headline(details)
     args.out.mkdir(parents=True, exist_ok=True)

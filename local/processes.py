@@ -305,3 +305,9 @@ class Daemon:
         for pid in self.emulators():
             kill_group(pid, 5.0)
         self._emulators_file.unlink(missing_ok=True)
+
+
+def interrupt(_signum: int, _frame: object) -> None:
+    """A SIGTERM handler that unwinds like Ctrl-C (KeyboardInterrupt): a run stopped with
+    ``kill`` or a timeout still stops the servers it started."""
+    raise KeyboardInterrupt

@@ -18,21 +18,18 @@ from psycopg.conninfo import make_conninfo
 
 from local.kafka_service import Kafka
 from local.postgres_service import Postgres
+from local.processes import interrupt
 from local.stack import Stack
 from punk_records import migrations
 from punk_records.read_store import grant_reader_login
 from tests.integration.stack_util import running_stack
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _teardown_on_sigterm() -> Iterator[None]:
     """A run stopped with SIGTERM (a CI timeout, ``kill``) still stops Kafka and PostgreSQL:
     pytest tears fixtures down on KeyboardInterrupt, not on a plain SIGTERM."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
     yield
     signal.signal(signal.SIGTERM, previous)
 

@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from punk_records.errors import InvalidEnvelope
-from punk_records.redaction import credential_family, redact_if_needed, stop_at_first_match
+from punk_records.redaction import FirstMatch, credential_family, redact_if_needed
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
@@ -319,7 +319,7 @@ def parse_batch(items: Iterable[Any], plain_json: bool = False) -> list[Envelope
 # In raw JSON, the only spellings that can produce what the payload walk looks for besides
 # depth: an escaped NUL, NaN, Infinity. A lone surrogate escape is refused by the parser itself.
 _UNUSUAL_JSON = (rb"\\u0000", rb"NaN", rb"Infinity")
-_unusual_json_database: Any = None
+_unusual_json: FirstMatch | None = None
 
 
 def _holds_unusual_json(value: bytes) -> bool:
@@ -328,23 +328,10 @@ def _holds_unusual_json(value: bytes) -> bool:
     One Hyperscan pass over the bytes (compiled on first use, about 4 ms): 0.6 us for a
     1.3 KB record where three ``in`` tests took 2.6.
     """
-    global _unusual_json_database
-    if _unusual_json_database is None:
-        import hyperscan
-
-        database = hyperscan.Database()
-        database.compile(
-            expressions=list(_UNUSUAL_JSON),
-            ids=list(range(len(_UNUSUAL_JSON))),
-            flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(_UNUSUAL_JSON),
-        )
-        _unusual_json_database = (database, hyperscan.Scratch(database), hyperscan.ScanTerminated)
-    database, scratch, terminated = _unusual_json_database
-    try:
-        database.scan(value, match_event_handler=stop_at_first_match, scratch=scratch)
-    except terminated:
-        return True
-    return False
+    global _unusual_json
+    if _unusual_json is None:
+        _unusual_json = FirstMatch(_UNUSUAL_JSON)
+    return _unusual_json.found_in(value)
 
 
 def decode(value: bytes) -> Envelope:

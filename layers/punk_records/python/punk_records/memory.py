@@ -22,7 +22,7 @@ own events, so an event that arrives late changes exactly what it would have cha
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -442,10 +442,11 @@ def refs_of(payload: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(r for r in refs if isinstance(r, str))
 
 
-def referenced(payload: Mapping[str, Any]) -> list[UUID]:
+def referenced(payload: Mapping[str, Any], entry_id: Callable[[str], UUID] = UUID) -> list[UUID]:
     """The entries an event references: those of :func:`refs_of` that are entry ids spelled
-    as the rules say (lower-case UUIDs), the only ones that can name an entry."""
-    return [UUID(ref) for ref in refs_of(payload) if _ENTRY_ID_TEXT.match(ref)]
+    as the rules say (lower-case UUIDs), the only ones that can name an entry, each made a
+    UUID by ``entry_id``."""
+    return [entry_id(ref) for ref in refs_of(payload) if _ENTRY_ID_TEXT.match(ref)]
 
 
 def fold_entry(
@@ -690,9 +691,8 @@ class Touched:
             self.decisions.setdefault((workspace, fact.trace_id), []).append(fact)
         if "refs" in fact.payload:
             noted["r"].append(fact.event_id)
-            for ref in refs_of(fact.payload):
-                if _ENTRY_ID_TEXT.match(ref):
-                    groups.setdefault((workspace, self._entry_id(ref)), []).append(fact)
+            for entry_id in referenced(fact.payload, self._entry_id):
+                groups.setdefault((workspace, entry_id), []).append(fact)
 
     def _entry_id(self, text: str) -> UUID:
         """The id of the entry ``text`` names (a lower-case UUID): the UUID of the batch's

@@ -131,7 +131,6 @@ WHERE e.workspace_id = %s
        OR e.payload_json ? 'refs')
 """
 
-
 _ENTRY_COLUMNS = (
     "entry_id, workspace_id, key, bucket, status, confidence, trace_id, satellite_id,"
     " created_at, updated_at, expires_at, last_event_id"
@@ -151,8 +150,8 @@ _HISTORY_COLUMNS = (
 # produced go (a late event changed what an auto-promotion did; only those can go, an
 # explicit change always has its row), new ones come in, changed ones are updated. Every
 # audit row but the "created" ones, which memory_trail derives from the entries (migration
-# 0005). Returns how many rows went, how many are new per action,
-# and how many entries are new (their "created" rows: the metrics).
+# 0005). Returns how many rows went, how many are new per action, and how many entries are
+# new (their "created" rows): the metrics.
 _WRITE = f"""
 WITH entries AS (
     SELECT (r->>0)::uuid AS entry_id, r->>1 AS workspace_id, r->>2 AS key, r->>3 AS bucket,
@@ -523,32 +522,14 @@ def _upsert(
 ) -> MemoryCounts:
     """:data:`_WRITE` of ``entries``, ``rows`` and ``groups``."""
     counts = MemoryCounts()
-    text = _TEXT
     result = conn.execute(
         _WRITE,
         {
-            "entries": to_json(
-                [
-                    (
-                        e.entry_id, e.workspace_id, e.key, text[e.bucket], text[e.status],
-                        e.confidence, e.trace_id, e.satellite_id, e.created_at, e.updated_at,
-                        e.expires_at, e.last_event_id,
-                    )
-                    for e in entries
-                ]
-            ).decode(),
-            "rows": to_json(
-                [
-                    (
-                        r.entry_id, r.event_id, r.workspace_id, text[r.action],
-                        text[r.from_status], text[r.to_status], r.at, r.satellite_id, r.reason,
-                    )
-                    for r in rows
-                ]
-            ).decode(),
+            "entries": to_json(list(map(_entry_row, entries))).decode(),
+            "rows": to_json(list(map(_change_row, rows))).decode(),
             "groups": to_json(list(groups)).decode(),
         },
-    ).fetchone()  # fmt: skip
+    ).fetchone()
     assert result is not None
     counts.withdrawn, counts.new_rows = result[0], result[1]
     if result[2]:
@@ -556,33 +537,42 @@ def _upsert(
     return counts
 
 
+def _entry_row(e: Entry) -> tuple[Any, ...]:
+    """An entry's columns, in _ENTRY_COLUMNS order."""
+    return (
+        e.entry_id, e.workspace_id, e.key, _TEXT[e.bucket], _TEXT[e.status], e.confidence,
+        e.trace_id, e.satellite_id, e.created_at, e.updated_at, e.expires_at, e.last_event_id,
+    )  # fmt: skip
+
+
+def _change_row(r: Change) -> tuple[Any, ...]:
+    """An audit row's columns, in _HISTORY_COLUMNS order."""
+    return (
+        r.entry_id, r.event_id, r.workspace_id, _TEXT[r.action], _TEXT[r.from_status],
+        _TEXT[r.to_status], r.at, r.satellite_id, r.reason,
+    )  # fmt: skip
+
+
 def _copy(conn: psycopg.Connection, entries: Sequence[Entry], rows: Sequence[Change]) -> None:
     """Insert ``entries`` and ``rows`` with COPY."""
-    text = _TEXT
     cursor = conn.cursor()
     if entries:
-        with cursor.copy(_COPY_ENTRIES) as copy:
-            copy.set_types(_ENTRY_TYPES)
-            write_row = copy.write_row
-            for e in entries:
-                write_row(
-                    (
-                        e.entry_id, e.workspace_id, e.key, text[e.bucket], text[e.status],
-                        e.confidence, e.trace_id, e.satellite_id, e.created_at, e.updated_at,
-                        e.expires_at, e.last_event_id,
-                    )
-                )  # fmt: skip
+        _copy_rows(cursor, _COPY_ENTRIES, _ENTRY_TYPES, map(_entry_row, entries))
     if rows:
-        with cursor.copy(_COPY_HISTORY) as copy:
-            copy.set_types(_HISTORY_TYPES)
-            write_row = copy.write_row
-            for r in rows:
-                write_row(
-                    (
-                        r.entry_id, r.event_id, r.workspace_id, text[r.action],
-                        text[r.from_status], text[r.to_status], r.at, r.satellite_id, r.reason,
-                    )
-                )  # fmt: skip
+        _copy_rows(cursor, _COPY_HISTORY, _HISTORY_TYPES, map(_change_row, rows))
+
+
+def _copy_rows(
+    cursor: psycopg.Cursor[Any],
+    statement: str,
+    types: Sequence[str],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    with cursor.copy(statement) as copy:
+        copy.set_types(types)
+        write_row = copy.write_row
+        for row in rows:
+            write_row(row)
 
 
 def digest(conn: psycopg.Connection, workspace: str) -> Digest:

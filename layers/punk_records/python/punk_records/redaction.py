@@ -25,7 +25,7 @@ import codecs
 import re
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from itertools import accumulate, repeat
 from operator import add
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REDACTED_PREFIX",
+    "FirstMatch",
     "credential_family",
     "payload_json_clean",
     "redact",
@@ -46,7 +47,6 @@ __all__ = [
     "redact_if_needed",
     "redact_payload",
     "redact_text",
-    "stop_at_first_match",
 ]
 
 REDACTED_PREFIX = "[REDACTED:"
@@ -517,9 +517,32 @@ def _raw_anchor(expression: str) -> str:
 _OTHER_ESCAPE = re.compile(rb"\\[^nrt]")
 
 
-def stop_at_first_match(expression: int, start: int, end: int, flags: int, context: object) -> bool:
-    """A Hyperscan match handler that ends the scan at the first match (ScanTerminated)."""
-    return True
+def _stop(expression: int, start: int, end: int, flags: int, context: object) -> bool:
+    return True  # a match handler that ends the scan at the first match
+
+
+class FirstMatch:
+    """A Hyperscan database asked one question: does some text hold a match of any of its
+    expressions? The scan ends at the first match found."""
+
+    def __init__(self, expressions: Sequence[bytes], flags: Sequence[int] | None = None) -> None:
+        import hyperscan
+
+        if flags is None:
+            flags = [hyperscan.HS_FLAG_SINGLEMATCH] * len(expressions)
+        self._database = hyperscan.Database()
+        self._database.compile(
+            expressions=list(expressions), ids=list(range(len(expressions))), flags=list(flags)
+        )
+        self._scratch = hyperscan.Scratch(self._database)
+        self._terminated = hyperscan.ScanTerminated
+
+    def found_in(self, data: bytes) -> bool:
+        try:
+            self._database.scan(data, match_event_handler=_stop, scratch=self._scratch)
+        except self._terminated:
+            return True
+        return False
 
 
 class _Compiled:
@@ -587,15 +610,10 @@ class _Compiled:
         # the separator; plus what only the full path handles (escapes, secret-named keys).
         raw = [_raw_anchor(expression.decode()).encode() for expression in expressions[:-2]]
         raw += [_RAW_NAME_ANCHOR.encode(), expressions[-1], rb"\\", rb"%[0-9A-Fa-f]{2}"]
-        self.raw_database = hyperscan.Database()
-        self.raw_database.compile(
-            expressions=raw,
-            ids=list(range(len(raw))),
-            flags=[*flags[:-2], hyperscan.HS_FLAG_SINGLEMATCH, hyperscan.HS_FLAG_SINGLEMATCH, 0, 0],
+        self.raw = FirstMatch(
+            raw,
+            [*flags[:-2], hyperscan.HS_FLAG_SINGLEMATCH, hyperscan.HS_FLAG_SINGLEMATCH, 0, 0],
         )
-        self.raw_scratch = hyperscan.Scratch(self.raw_database)
-
-        self.terminated = hyperscan.ScanTerminated
 
     def raw_json_clean(self, data: bytes) -> bool:
         """True when nothing in raw JSON ``data`` can be redacted: no rule's anchor, no secret
@@ -607,13 +625,7 @@ class _Compiled:
             if _OTHER_ESCAPE.search(data) is not None:
                 return False
             data = data.replace(b"\\n", b"\n").replace(b"\\r", b"\r").replace(b"\\t", b"\t")
-        try:
-            self.raw_database.scan(
-                data, match_event_handler=stop_at_first_match, scratch=self.raw_scratch
-            )
-        except self.terminated:
-            return False
-        return True
+        return not self.raw.found_in(data)
 
     def candidates(self, text: str) -> list[int]:
         """Indices of the rules whose anchors occur in ``text``, in rule order; before them
